@@ -1,0 +1,27 @@
+"""What GitHub sends us, and who handles it. Every other event is accepted, counted, acknowledged."""
+
+from __future__ import annotations
+
+from integrations.github import installations, intake, pull_requests
+from worker.integration import Handler
+
+HANDLERS = [
+    # Installation events must run for suspended or unknown installations too.
+    Handler(
+        "webhook",
+        "installation",
+        installations.on_installation,
+        requires_integration=False,
+        when_inactive=True,
+    ),
+    Handler(
+        "webhook",
+        "installation_repositories",
+        installations.on_installation_repositories,
+        requires_integration=False,
+        when_inactive=True,
+    ),
+    Handler("webhook", "pull_request", pull_requests.handle),
+    Handler("webhook", "issues", intake.on_issue),
+    Handler("webhook", "issue_comment", intake.on_issue_comment),
+]

@@ -1,0 +1,72 @@
+"""`issues` and `issue_comment`: publish `task.intake` events for the platform.
+
+Comments written by bots (this App's own replies included) are not intake: that
+would loop an agent's answer back to it.
+"""
+
+from __future__ import annotations
+
+from integrations.github.payloads import IssueCommentEvent, IssuesEvent, User
+from schemas.events import TaskIntake
+from worker.context import Context
+
+
+async def _linked_user(ctx: Context, user: User | None) -> str | None:
+    if user is None or ctx.integration is None:
+        return None
+    user_id: str | None = await ctx.db.fetchval(
+        "SELECT user_id FROM integration_user_link WHERE team_id = $1 AND integration_id = $2"
+        " AND external_user_id = $3",
+        ctx.integration.id,
+        str(user.id),
+    )
+    return user_id
+
+
+async def on_issue(ctx: Context) -> None:
+    event = ctx.payload_as(IssuesEvent)
+    issue = event.issue
+    ctx.emit(
+        TaskIntake(
+            source="github",
+            source_id=f"issue:{issue.id}",
+            kind="issue",
+            action=event.action,
+            title=issue.title,
+            body=issue.body or "",
+            url=issue.html_url,
+            author=issue.user.login if issue.user else None,
+            author_external_id=str(issue.user.id) if issue.user else None,
+            user_id=await _linked_user(ctx, issue.user),
+            metadata={
+                "repository": event.repository.full_name,
+                "number": issue.number,
+                "state": issue.state,
+                "labels": [label.name for label in issue.labels],
+            },
+        )
+    )
+
+
+async def on_issue_comment(ctx: Context) -> None:
+    event = ctx.payload_as(IssueCommentEvent)
+    comment, issue = event.comment, event.issue
+    if comment.user is not None and comment.user.type == "Bot":
+        ctx.log.info("comment by a bot is not intake", author=comment.user.login)
+        return
+    on_pull_request = issue.pull_request is not None
+    ctx.emit(
+        TaskIntake(
+            source="github",
+            source_id=f"comment:{comment.id}",
+            kind="pull_request_comment" if on_pull_request else "issue_comment",
+            action=event.action,
+            title=f"Comment on #{issue.number}: {issue.title}",
+            body=comment.body or "",
+            url=comment.html_url,
+            author=comment.user.login if comment.user else None,
+            author_external_id=str(comment.user.id) if comment.user else None,
+            user_id=await _linked_user(ctx, comment.user),
+            metadata={"repository": event.repository.full_name, "number": issue.number, "issue_id": issue.id},
+        )
+    )

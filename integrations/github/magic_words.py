@@ -1,0 +1,71 @@
+"""MIMRAI's "magic words": `fixes ABC-12` in a pull request's title or body moves task ABC-12.
+
+Close words move the task to done once the pull request is merged; before that, and for
+progress words, the task goes to review when the pull request is under review, else to
+in progress. Unlike MIMRAI, the task prefix is part of the result (ABC-12, not just 12).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from schemas.events import TaskStatusTarget
+
+CLOSE_WORDS = ("close", "closes", "closed", "fix", "fixes", "fixed", "resolve", "resolves", "resolved")
+PROGRESS_WORDS = (
+    "address", "addresses", "addressed", "implement", "implements", "implemented", "refs", "references",
+    "refers", "wip", "works-on", "working-on", "progress", "starts", "start",
+)  # fmt: skip
+REVIEW_STATUSES = ("review_requested", "reviewed", "changes_requested", "approved")
+
+_PATTERN = re.compile(
+    r"\b("
+    + "|".join(re.escape(w) for w in (*CLOSE_WORDS, *PROGRESS_WORDS))
+    + r")\b\s+([A-Z][A-Z0-9]{1,10})-(\d+)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class MagicAction:
+    prefix: str
+    sequence: int
+    magic_word: str
+    status: TaskStatusTarget
+
+    @property
+    def task_ref(self) -> str:
+        return f"{self.prefix}-{self.sequence}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.task_ref}:{self.status}"
+
+
+def _status(word: str, *, merged: bool, review_status: str, has_reviewers: bool) -> TaskStatusTarget:
+    if word.lower() in CLOSE_WORDS and merged:
+        return "done"
+    if review_status in REVIEW_STATUSES or has_reviewers:
+        return "review"
+    return "in_progress"
+
+
+def extract(
+    title: str, body: str | None, *, merged: bool, review_status: str, has_reviewers: bool
+) -> list[MagicAction]:
+    text = f"{title}\n{body or ''}"
+    actions: list[MagicAction] = []
+    seen: set[str] = set()
+    for match in _PATTERN.finditer(text):
+        word, prefix, sequence = match.group(1), match.group(2).upper(), int(match.group(3))
+        action = MagicAction(
+            prefix,
+            sequence,
+            word,
+            _status(word, merged=merged, review_status=review_status, has_reviewers=has_reviewers),
+        )
+        if action.key not in seen:  # the same task named twice moves once
+            seen.add(action.key)
+            actions.append(action)
+    return actions

@@ -1,0 +1,112 @@
+"""`pull_request`: keep `github_pull_requests` in step (as MIMRAI's pr_reviews) and turn magic
+words into `task.status_change` events.
+
+Events can arrive out of order (redeliveries): a payload older than the stored row
+changes nothing. A status change is published when it is new for the pull request,
+not on every push to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from integrations.github import magic_words
+from integrations.github.payloads import PullRequest, PullRequestEvent, User
+from schemas.events import TaskStatusChange
+from worker.context import Context
+
+UPSERT = """
+    INSERT INTO github_pull_requests AS pr (team_id, integration_id, external_id, repository_id, repository, number,
+        title, body, state, draft, merged, status, url, author_login, assignees, reviewers, magic_actions, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+    ON CONFLICT (integration_id, external_id) DO UPDATE SET
+        title = EXCLUDED.title, body = EXCLUDED.body, state = EXCLUDED.state, draft = EXCLUDED.draft,
+        merged = EXCLUDED.merged, status = EXCLUDED.status, url = EXCLUDED.url, assignees = EXCLUDED.assignees,
+        reviewers = EXCLUDED.reviewers, magic_actions = EXCLUDED.magic_actions, updated_at = EXCLUDED.updated_at,
+        repository = EXCLUDED.repository, synced_at = now()
+    WHERE pr.updated_at <= EXCLUDED.updated_at"""
+
+
+def review_status(pr: PullRequest) -> str:
+    """MIMRAI's derivation: merged -> approved, closed -> closed, draft -> pending,
+    reviewers requested -> review_requested, else pending."""
+    if pr.merged or pr.merged_at is not None:
+        return "approved"
+    if pr.state == "closed":
+        return "closed"
+    if pr.draft:
+        return "pending"
+    if pr.requested_reviewers:
+        return "review_requested"
+    return "pending"
+
+
+def _people(users: list[User], user_ids: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"name": u.login, "avatarUrl": u.avatar_url, "userId": user_ids.get(u.login)} for u in users]
+
+
+async def handle(ctx: Context) -> None:
+    assert ctx.integration is not None
+    event = ctx.payload_as(PullRequestEvent)
+    pr = event.pull_request
+    previous = await ctx.db.fetchrow(
+        "SELECT updated_at, magic_actions FROM github_pull_requests WHERE team_id = $1 AND integration_id = $2"
+        " AND external_id = $3",
+        ctx.integration.id,
+        pr.id,
+    )
+    if previous is not None and previous["updated_at"] > pr.updated_at:
+        ctx.log.info("older pull_request event ignored", number=pr.number, action=event.action)
+        return
+    logins = sorted({u.login for u in (*pr.assignees, *pr.requested_reviewers)})
+    user_ids: dict[str, str] = {}
+    if logins:
+        rows = await ctx.db.fetch(
+            "SELECT external_user_name, user_id FROM integration_user_link WHERE team_id = $1"
+            " AND integration_id = $2 AND external_user_name = ANY($3::text[])",
+            ctx.integration.id,
+            logins,
+        )
+        user_ids = {r["external_user_name"]: r["user_id"] for r in rows}
+    status = review_status(pr)
+    merged = pr.merged or pr.merged_at is not None
+    actions = magic_words.extract(
+        pr.title, pr.body, merged=merged, review_status=status, has_reviewers=bool(pr.requested_reviewers)
+    )
+    ctx.db.write(
+        UPSERT,
+        ctx.integration.id,
+        pr.id,
+        event.repository.id,
+        event.repository.full_name,
+        pr.number,
+        pr.title,
+        pr.body,
+        pr.state,
+        pr.draft,
+        merged,
+        status,
+        pr.html_url,
+        pr.user.login if pr.user else None,
+        _people(pr.assignees, user_ids),
+        _people(pr.requested_reviewers, user_ids),
+        [a.key for a in actions],
+        pr.updated_at,
+    )
+    already = set(previous["magic_actions"]) if previous is not None else set()
+    for action in actions:
+        if action.key in already:
+            continue
+        ctx.emit(
+            TaskStatusChange(
+                task_ref=action.task_ref,
+                prefix=action.prefix,
+                sequence=action.sequence,
+                status=action.status,
+                magic_word=action.magic_word,
+                pull_request_url=pr.html_url,
+                pull_request_number=pr.number,
+                repository=event.repository.full_name,
+                merged=merged,
+            )
+        )

@@ -1,0 +1,10 @@
+"""Every integration this worker knows. Adding one: a folder, and a line here."""
+
+from integrations import github
+from worker.integration import Registry
+
+REGISTRY = Registry(
+    [
+        github.integration,
+    ]
+)

@@ -1,0 +1,87 @@
+"""The message envelope (version 1): every message on the incoming exchange is one."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ENVELOPE_VERSION: Literal[1] = 1
+
+Kind = Literal["webhook", "command", "event"]
+KINDS: tuple[Kind, ...] = ("webhook", "command", "event")
+
+# Type strings keep the platform's spelling (`google-calendar`); names are
+# provider event names or action names (`pull_request`, `send_email`).
+TYPE_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$"
+_TYPE_RE = re.compile(TYPE_PATTERN)
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def routing_key(type_: str, kind: Kind, name: str) -> str:
+    """`<type>.<kind>.<name>`, for example `github.webhook.pull_request`."""
+    return f"{type_}.{kind}.{name}"
+
+
+def valid_type(value: str) -> bool:
+    return bool(_TYPE_RE.match(value))
+
+
+def valid_name(value: str) -> bool:
+    return bool(_NAME_RE.match(value))
+
+
+class Envelope(BaseModel):
+    """One unit of incoming work: a provider webhook, a command or a platform event.
+
+    `id` is the deduplication key: the worker runs a given id's handler to
+    success at most once. Webhook ids derive from the provider's delivery id
+    (`github:<X-GitHub-Delivery>`), so provider retries collapse; publishers of
+    commands choose their own (it doubles as the idempotency key).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = Field(default=1, description="Envelope version.")
+    id: str = Field(min_length=1, max_length=512, description="Unique id; the deduplication key.")
+    type: str = Field(pattern=TYPE_PATTERN, description="Integration type, e.g. `github`, `google-calendar`.")
+    kind: Kind = Field(
+        description="`webhook` (from a provider), `command` (do something), `event` (platform)."
+    )
+    name: str = Field(pattern=NAME_PATTERN, description="Provider event or action name, e.g. `pull_request`.")
+    integration_id: str | None = Field(default=None, description="The integration row, when known.")
+    team_id: str | None = Field(default=None, description="The platform team, when known.")
+    external_team_id: str | None = Field(
+        default=None,
+        description="The provider-side account that owns the integration (GitHub installation id, "
+        "Slack team id); used to find the integration when `integration_id` is absent.",
+    )
+    created_at: datetime = Field(default_factory=_now, description="When the work was accepted.")
+    attempt: int = Field(default=0, ge=0, description="Failed attempts so far (0 on first delivery).")
+    trace_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex, description="Carried into logs and events."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Provider headers that matter.")
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="The body: provider JSON or command input."
+    )
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    @property
+    def routing_key(self) -> str:
+        return routing_key(self.type, self.kind, self.name)
+
+    def next_attempt(self) -> Envelope:
+        return self.model_copy(update={"attempt": self.attempt + 1})

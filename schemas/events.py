@@ -1,0 +1,135 @@
+"""Result events: what the worker tells other services, on the results exchange.
+
+Every event is a `ResultEvent` whose `event` field is also its routing key on
+the results exchange (`task.intake`, `integration.installed`, ...) and whose
+`data` is one of the typed models below. Event ids are derived from the id of
+the message that caused them, so a re-run produces the same ids and consumers
+can deduplicate.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EVENT_TYPES: dict[str, type[EventData]] = {}
+
+
+class EventData(BaseModel):
+    """Base of every event payload; subclasses set `EVENT`, their routing key."""
+
+    model_config = ConfigDict(extra="forbid")
+    EVENT: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.EVENT:
+            if cls.EVENT in EVENT_TYPES and EVENT_TYPES[cls.EVENT].__qualname__ != cls.__qualname__:
+                raise TypeError(f"event {cls.EVENT!r} is declared twice")
+            EVENT_TYPES[cls.EVENT] = cls
+
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+
+class ResultEvent(BaseModel, Generic[DataT]):
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    id: str = Field(description="Unique, stable across re-runs of the causing message.")
+    event: str = Field(description="The event type; also the routing key on the results exchange.")
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    source_type: str = Field(description="The integration type that produced it.")
+    team_id: str | None = None
+    integration_id: str | None = None
+    causation_id: str = Field(description="The id of the envelope that caused this event.")
+    trace_id: str
+    data: DataT
+
+
+# --- lifecycle -------------------------------------------------------------------------------------
+
+
+class IntegrationInstalled(EventData):
+    EVENT: ClassVar[str] = "integration.installed"
+    integration_id: str
+    type: str
+    name: str
+    team_id: str
+    external_team_id: str | None = None
+    user_id: str | None = None
+    is_new_install: bool
+    source: str = Field(description="Where the install came from: http, cli, command, oauth, webhook.")
+
+
+class IntegrationUpdated(EventData):
+    EVENT: ClassVar[str] = "integration.updated"
+    integration_id: str
+    type: str
+    team_id: str
+
+
+class IntegrationUninstalled(EventData):
+    EVENT: ClassVar[str] = "integration.uninstalled"
+    integration_id: str
+    type: str
+    team_id: str
+
+
+IntegrationStatus = Literal["active", "suspended", "uninstalled", "revoked"]
+
+
+class IntegrationStatusChanged(EventData):
+    """The provider changed the integration's state (GitHub App suspended, Slack app uninstalled...)."""
+
+    EVENT: ClassVar[str] = "integration.status_changed"
+    integration_id: str
+    type: str
+    status: IntegrationStatus
+    previous_status: IntegrationStatus
+    reason: str
+
+
+# --- tasks -----------------------------------------------------------------------------------------
+
+
+class TaskIntake(EventData):
+    """Something outside (an issue, a comment, an email) the platform may turn into a task."""
+
+    EVENT: ClassVar[str] = "task.intake"
+    source: str = Field(description="`github`, `gmail`, ...")
+    source_id: str = Field(
+        description="Stable id of the item at the source; deduplicate on (source, source_id)."
+    )
+    kind: str = Field(description="What the item is at the source: `issue`, `issue_comment`, `email`, ...")
+    action: str | None = Field(default=None, description="What happened to it: `opened`, `edited`, ...")
+    title: str
+    body: str = ""
+    url: str | None = None
+    author: str | None = Field(default=None, description="The author's name or login at the source.")
+    author_external_id: str | None = None
+    user_id: str | None = Field(
+        default=None, description="The platform user the intake belongs to, if known."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+TaskStatusTarget = Literal["done", "review", "in_progress"]
+
+
+class TaskStatusChange(EventData):
+    """A pull request's "magic words" (`fixes ABC-12`) ask to move a task."""
+
+    EVENT: ClassVar[str] = "task.status_change"
+    task_ref: str = Field(description="`PREFIX-SEQUENCE`, e.g. `ABC-12`.")
+    prefix: str
+    sequence: int
+    status: TaskStatusTarget
+    magic_word: str
+    source: str = "github"
+    pull_request_url: str
+    pull_request_number: int
+    repository: str
+    merged: bool

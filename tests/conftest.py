@@ -1,0 +1,280 @@
+"""Test fixtures. RabbitMQ and PostgreSQL are the real local servers: every test gets its own
+PostgreSQL schema and its own broker prefix (exchanges and queues), removed afterwards, so tests
+run in any order. Providers are faked over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+import orjson
+import pytest
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from integrations.registry import REGISTRY
+from tests.fakes.github import FakeGitHubState, build_app
+from tests.fakes.server import BackgroundServer
+from worker import broker as broker_module
+from worker.consumer import Worker
+from worker.ingress import create_app
+from worker.install import InstallRequest, install
+from worker.runtime import Runtime
+from worker.settings import Settings
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+GITHUB_APP_ID = "12345"
+GITHUB_WEBHOOK_SECRET = "test-webhook-secret"
+TEAM = "team-1"
+INSTALLATION_ID = 4242
+
+
+def _reachable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = [name for name, port in (("RabbitMQ", 5672), ("PostgreSQL", 5432)) if not _reachable(port)]
+    if missing:
+        raise pytest.UsageError(f"{' and '.join(missing)} not reachable on 127.0.0.1: start them (see README)")
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll `check` until it returns something truthy; fail with its last value after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+# --- keys and fakes ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def app_key() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    return private, public
+
+
+@pytest.fixture(scope="session")
+def fake_github_server(app_key: tuple[str, str]) -> Iterator[tuple[FakeGitHubState, str]]:
+    state = FakeGitHubState(app_id=GITHUB_APP_ID, public_key_pem=app_key[1])
+    server = BackgroundServer(build_app(state)).start()
+    yield state, server.url
+    server.stop()
+
+
+@pytest.fixture
+def github(fake_github_server: tuple[FakeGitHubState, str]) -> FakeGitHubState:
+    state, _ = fake_github_server
+    state.reset()
+    state.installations[INSTALLATION_ID] = [
+        {"id": 9001, "full_name": "acme/app", "private": True},
+        {"id": 9002, "full_name": "acme/docs", "private": False},
+    ]
+    return state
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(
+    monkeypatch: pytest.MonkeyPatch, app_key: tuple[str, str], fake_github_server: tuple[FakeGitHubState, str]
+) -> dict[str, str]:
+    """The environment of this test's service: also what a subprocess worker gets."""
+    suffix = uuid.uuid4().hex[:10]
+    values = {
+        "IW_AMQP_URL": AMQP_URL,
+        "IW_DATABASE_URL": DATABASE_URL,
+        "IW_DATABASE_SCHEMA": f"t_{suffix}",
+        "IW_BROKER_PREFIX": f"t{suffix}",
+        "IW_SECRET_KEYS": Fernet.generate_key().decode(),
+        "IW_SIGNING_KEY": "test-signing-key-" + suffix,
+        "IW_ADMIN_TOKEN": "test-admin-token-" + suffix,
+        "IW_SERVICE_TOKEN": "test-service-token-" + suffix,
+        "IW_RETRY_DELAYS": "0.2,0.4",
+        "IW_SHUTDOWN_GRACE": "10",
+        "IW_OUTBOX_RELAY_INTERVAL": "0.5",
+        "IW_LOG_FORMAT": "json",
+        "IW_WORKER_METRICS_PORT": "0",
+        "IW_PUBLIC_URL": "https://iw.example.com",
+        "IW_PLATFORM_URL": "https://app.example.com",
+        "IW_GITHUB_APP_ID": GITHUB_APP_ID,
+        "IW_GITHUB_PRIVATE_KEY": app_key[0],
+        "IW_GITHUB_WEBHOOK_SECRET": GITHUB_WEBHOOK_SECRET,
+        "IW_GITHUB_API_URL": fake_github_server[1],
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return Settings()
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    rt = Runtime(settings, REGISTRY)
+    await rt.start()
+    try:
+        yield rt
+    finally:
+        await teardown(rt)
+
+
+async def teardown(rt: Runtime) -> None:
+    connection = await aio_pika.connect(rt.settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        await broker_module.delete(channel, rt.topology)
+    await rt.stop()
+    conn = await asyncpg.connect(rt.settings.database_url.get_secret_value())
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{rt.settings.database_schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def worker(runtime: Runtime) -> AsyncIterator[Worker]:
+    w = Worker(runtime)
+    await w.start()
+    try:
+        yield w
+    finally:
+        await w.stop()
+
+
+@pytest.fixture
+async def ingress(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as client:
+        yield client
+
+
+class Results:
+    """Result events as another service would receive them: a queue bound to the results exchange."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.items.append(orjson.loads(message.body))
+        await message.ack()
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [item for item in self.items if item["event"] == event]
+
+    async def wait_for(self, event: str, count: int = 1, timeout: float = 15.0) -> list[dict[str, Any]]:
+        async def check() -> list[dict[str, Any]] | None:
+            found = self.of(event)
+            return found if len(found) >= count else None
+
+        return list(await eventually(check, timeout))
+
+
+@pytest.fixture
+async def results(runtime: Runtime) -> AsyncIterator[Results]:
+    collector = Results()
+    connection = await aio_pika.connect(runtime.settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(runtime.topology.results, "#")
+        await queue.consume(collector.on_message)
+        yield collector
+
+
+# --- GitHub helpers -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def github_integration(runtime: Runtime, github: FakeGitHubState) -> Any:
+    record, _ = await install(
+        runtime, InstallRequest("github", TEAM, {"installationId": INSTALLATION_ID}, source="test")
+    )
+    return record
+
+
+def signed_github(
+    event: str, payload: dict[str, Any], *, delivery: str | None = None, secret: str = GITHUB_WEBHOOK_SECRET
+) -> tuple[bytes, dict[str, str]]:
+    body = orjson.dumps(payload)
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return body, {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": signature,
+        "Content-Type": "application/json",
+    }
+
+
+def pull_request_payload(
+    *,
+    action: str = "opened",
+    pr_id: int = 555,
+    number: int = 7,
+    title: str = "Fixes ABC-12: crash on login",
+    body: str = "Also refs XY-3",
+    merged: bool = False,
+    state: str = "open",
+    draft: bool = False,
+    reviewers: tuple[str, ...] = (),
+    updated_at: str = "2026-11-20T10:00:00Z",
+    installation_id: int = INSTALLATION_ID,
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "id": pr_id,
+            "number": number,
+            "title": title,
+            "body": body,
+            "state": state,
+            "draft": draft,
+            "merged": merged,
+            "merged_at": "2026-11-20T10:00:00Z" if merged else None,
+            "html_url": f"https://github.com/acme/app/pull/{number}",
+            "user": {"login": "octocat", "id": 1, "type": "User"},
+            "assignees": [],
+            "requested_reviewers": [{"login": r, "id": 100 + i, "type": "User"} for i, r in enumerate(reviewers)],
+            "updated_at": updated_at,
+        },
+        "repository": {"id": 9001, "full_name": "acme/app", "private": True},
+        "installation": {"id": installation_id},
+        "sender": {"login": "octocat", "id": 1},
+    }
+
+
+async def queue_depth(runtime: Runtime, queue_name: str) -> int:
+    connection = await aio_pika.connect(runtime.settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        return int(queue.declaration_result.message_count or 0)

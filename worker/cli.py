@@ -1,0 +1,314 @@
+"""`integration-worker`: run the service and operate it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import uvloop
+from cryptography.fernet import Fernet
+from pydantic import ValidationError
+
+from worker import contract, dead
+from worker.errors import field_errors
+from worker.integration import Registry, RegistryError, load_registry
+from worker.logging import configure_logging
+from worker.settings import Settings
+
+
+def _types(value: str | None) -> list[str] | None:
+    return [t.strip() for t in value.split(",") if t.strip()] if value else None
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="integration-worker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="migrations, the ingress and a worker, in one process")
+    for p in (run, sub.add_parser("worker", help="consume and handle messages")):
+        p.add_argument("--types", help="comma-separated integration types to consume (default: all)")
+        p.add_argument("--concurrency", type=int, help="handlers in flight (default: IW_CONCURRENCY)")
+    sub.add_parser("ingress", help="the HTTP ingress only (webhooks, OAuth, health, metrics)")
+    sub.add_parser("migrate", help="apply pending database migrations and exit")
+    integrations = sub.add_parser("integrations", help="the registry: types, names, config JSON Schemas")
+    integrations.add_argument("--json", action="store_true", help="full JSON, config schemas included")
+    schema = sub.add_parser("schema", help="the contract's JSON Schema (envelope, events, rows, commands)")
+    schema.add_argument("--out", help="write one file per schema into this folder instead of printing")
+
+    dead_cmd = sub.add_parser("dead", help="parked messages")
+    dead_sub = dead_cmd.add_subparsers(dest="dead_command", required=True)
+    dead_list = dead_sub.add_parser("list", help="parked messages with their error and attempts")
+    dead_list.add_argument("--limit", type=int, default=None)
+    dead_list.add_argument("--json", action="store_true")
+    dead_show = dead_sub.add_parser("show", help="one parked message, whole")
+    dead_show.add_argument("id")
+    dead_replay = dead_sub.add_parser("replay", help="send parked messages back to be handled again")
+    group = dead_replay.add_mutually_exclusive_group(required=True)
+    group.add_argument("id", nargs="?")
+    group.add_argument("--all", action="store_true")
+    dead_purge = dead_sub.add_parser("purge", help="delete every parked message")
+    dead_purge.add_argument("--yes", action="store_true", help="really delete them")
+
+    install = sub.add_parser("install", help="install or reconfigure an integration for a team")
+    install.add_argument("type")
+    install.add_argument("--team", required=True)
+    install.add_argument("--config", default="{}", help="the config as JSON")
+    install.add_argument("--external-team-id")
+    uninstall = sub.add_parser("uninstall", help="uninstall an integration")
+    uninstall.add_argument("integration_id")
+    uninstall.add_argument("--team", required=True)
+
+    secrets = sub.add_parser("secrets", help="encryption keys of stored secrets")
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True)
+    secrets_sub.add_parser("generate-key", help="print a new key for IW_SECRET_KEYS")
+    secrets_sub.add_parser("rotate", help="re-encrypt every stored secret with the first key")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "secrets" and args.secrets_command == "generate-key":
+        print(Fernet.generate_key().decode())
+        return 0
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"invalid configuration: {field_errors(exc)}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    try:
+        registry = load_registry(settings.registry)
+    except RegistryError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    command = COMMANDS[args.command]
+    try:
+        return command(args, settings, registry)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run_async(coro: Awaitable[int]) -> int:
+    async def wrapper() -> int:
+        return await coro
+
+    return uvloop.run(wrapper())
+
+
+def _serve(ingress: bool, worker: bool) -> Callable[[argparse.Namespace, Settings, Registry], int]:
+    def command(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+        from worker.process import serve
+
+        async def go() -> int:
+            await serve(
+                settings,
+                registry,
+                ingress=ingress,
+                worker=worker,
+                types=_types(getattr(args, "types", None)),
+                concurrency=getattr(args, "concurrency", None),
+            )
+            return 0
+
+        return _run_async(go())
+
+    return command
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+    from worker.runtime import Runtime
+
+    async def go() -> int:
+        runtime = Runtime(settings, registry)
+        await runtime.start(migrate=False, broker=False)
+        try:
+            applied = await runtime.migrate()
+        finally:
+            await runtime.stop()
+        print(
+            f"{len(applied)} migration(s) applied"
+            + "".join(f"\n  {m.component}/{m.version:04d}_{m.name}" for m in applied)
+        )
+        return 0
+
+    return _run_async(go())
+
+
+def _integrations(args: argparse.Namespace, _settings: Settings, registry: Registry) -> int:
+    catalog = contract.catalog(registry)
+    if args.json:
+        _print_json(catalog)
+    else:
+        for item in catalog:
+            actions = ", ".join(a["name"] for a in item["actions"]) or "-"
+            print(f"{item['type']:<16} {item['name']:<16} {item['description']}\n{'':<16} actions: {actions}")
+    return 0
+
+
+def _schema(args: argparse.Namespace, _settings: Settings, registry: Registry) -> int:
+    schemas = contract.json_schemas(registry)
+    if args.out:
+        from pathlib import Path
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, schema in schemas.items():
+            (out / f"{name}.json").write_text(json.dumps(schema, indent=2) + "\n")
+        print(f"{len(schemas)} schemas written to {out}")
+    else:
+        _print_json(schemas)
+    return 0
+
+
+def _with_broker(settings: Settings, registry: Registry, work: Callable[[Any], Awaitable[int]]) -> int:
+    from worker.runtime import Runtime
+
+    async def go() -> int:
+        runtime = Runtime(settings, registry)
+        await runtime.broker.connect()
+        try:
+            return await work(runtime.broker)
+        finally:
+            await runtime.broker.close()
+            await runtime.http.aclose()
+
+    return _run_async(go())
+
+
+def _dead(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+    async def work(broker: Any) -> int:
+        if args.dead_command == "list":
+            parked = await dead.list_parked(broker, args.limit)
+            if args.json:
+                _print_json([p.model_dump() for p in parked])
+            elif not parked:
+                print("no parked messages")
+            else:
+                print(f"{'ID':<44} {'ROUTING KEY':<36} {'ATTEMPTS':>8}  ERROR")
+                for p in parked:
+                    print(f"{p.id:<44} {p.routing_key:<36} {p.attempts:>8}  {p.error[:100]}")
+            return 0
+        if args.dead_command == "show":
+            found = await dead.show(broker, args.id)
+            if found is None:
+                print(f"no parked message {args.id}", file=sys.stderr)
+                return 1
+            _print_json(found.model_dump())
+            return 0
+        if args.dead_command == "replay":
+            count, skipped = await dead.replay(broker, None if args.all else args.id)
+            print(f"{count} message(s) replayed")
+            for message_id in skipped:
+                print(f"skipped {message_id}: not an envelope, cannot be replayed", file=sys.stderr)
+            if args.id and count == 0 and not skipped:
+                print(f"no parked message {args.id}", file=sys.stderr)
+                return 1
+            return 0
+        if not args.yes:
+            print("purge deletes every parked message for good; add --yes", file=sys.stderr)
+            return 2
+        print(f"{await dead.purge(broker)} message(s) purged")
+        return 0
+
+    return _with_broker(settings, registry, work)
+
+
+def _install(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+    from worker.install import InstallError, InstallRequest, install, public_config
+    from worker.runtime import Runtime
+
+    try:
+        config = json.loads(args.config)
+    except json.JSONDecodeError as exc:
+        print(f"--config is not JSON: {exc}", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        runtime = Runtime(settings, registry)
+        await runtime.start()
+        try:
+            record, is_new = await install(
+                runtime,
+                InstallRequest(
+                    args.type, args.team, config, external_team_id=args.external_team_id, source="cli"
+                ),
+            )
+        except InstallError as exc:
+            _print_json(exc.as_dict())
+            return 1
+        finally:
+            await runtime.stop()
+        _print_json(
+            {
+                "id": record.id,
+                "type": record.type,
+                "team_id": record.team_id,
+                "new": is_new,
+                "config": public_config(record.config),
+            }
+        )
+        return 0
+
+    return _run_async(go())
+
+
+def _uninstall(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+    from worker.install import InstallError, uninstall
+    from worker.runtime import Runtime
+
+    async def go() -> int:
+        runtime = Runtime(settings, registry)
+        await runtime.start()
+        try:
+            await uninstall(runtime, args.integration_id, args.team, source="cli")
+        except InstallError as exc:
+            _print_json(exc.as_dict())
+            return 1
+        finally:
+            await runtime.stop()
+        print(f"uninstalled {args.integration_id}")
+        return 0
+
+    return _run_async(go())
+
+
+def _secrets(_args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+    from worker.runtime import Runtime
+    from worker.secrets_rotation import rotate_all
+
+    async def go() -> int:
+        runtime = Runtime(settings, registry)
+        await runtime.start(broker=False)
+        try:
+            counts = await rotate_all(runtime)
+        finally:
+            await runtime.stop()
+        print(", ".join(f"{table}: {n} row(s) re-encrypted" for table, n in counts.items()))
+        return 0
+
+    return _run_async(go())
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Registry], int]] = {
+    "run": _serve(ingress=True, worker=True),
+    "ingress": _serve(ingress=True, worker=False),
+    "worker": _serve(ingress=False, worker=True),
+    "migrate": _migrate,
+    "integrations": _integrations,
+    "schema": _schema,
+    "dead": _dead,
+    "install": _install,
+    "uninstall": _uninstall,
+    "secrets": _secrets,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

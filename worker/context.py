@@ -1,0 +1,311 @@
+"""What a handler is handed: the message, its integration, and the runtime's facilities.
+
+A handler never touches aio-pika or the pool. It reads through `ctx.db`
+(team-scoped: `$1` is always the team id), stages its writes with
+`ctx.db.write(...)`, emits result events with `ctx.emit(...)` and log rows
+with `ctx.record(...)`. The runtime commits the staged writes, the events
+(through the outbox) and the id of the message in one transaction after the
+handler returns: all of it happens once, or none of it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import orjson
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings
+from structlog.typing import FilteringBoundLogger
+
+from schemas.envelope import Envelope
+from schemas.events import EventData, ResultEvent
+from schemas.rows import IntegrationRow, LogLevel
+from worker.cache import TTLCache
+from worker.secrets import SecretBox
+from worker.settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S", bound=BaseSettings)
+
+EVENT_NAMESPACE = uuid.UUID("6f1c2f0e-51a4-4c53-9f6b-0c5b0a9f7e21")
+
+
+def derived_id(*parts: str) -> str:
+    """A stable id from stable parts: the same inputs give the same id on every re-run."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, "\x1f".join(parts)))
+
+
+@dataclass(frozen=True)
+class IntegrationRecord:
+    """An integration row with its config decrypted and validated by the integration's model."""
+
+    row: IntegrationRow
+    config: BaseModel
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+    @property
+    def team_id(self) -> str:
+        return self.row.team_id
+
+    @property
+    def type(self) -> str:
+        return self.row.type
+
+    @property
+    def is_active(self) -> bool:
+        return self.row.is_active
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: str
+    exchange: str  # "results", or "" for a direct reply
+    routing_key: str
+    body: bytes
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    integration_id: str
+    team_id: str | None
+    level: LogLevel
+    key: str
+    message: str
+    event_id: str | None
+    details: dict[str, Any] | None = None
+    user_link_id: str | None = None
+    duration_ms: int | None = None
+
+
+@dataclass
+class Staged:
+    """Everything a handler asked to write; committed together with the message id."""
+
+    writes: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    outbox: list[OutboxItem] = field(default_factory=list)
+    logs: list[LogEntry] = field(default_factory=list)
+
+
+class NoTeamError(RuntimeError):
+    pass
+
+
+class TeamDatabase:
+    """Reads and staged writes, scoped to one team: `$1` is always bound to the team id."""
+
+    def __init__(self, pool: asyncpg.Pool, team_id: str | None, staged: Staged) -> None:
+        self._pool = pool
+        self._team_id = team_id
+        self._staged = staged
+
+    @property
+    def team_id(self) -> str:
+        if self._team_id is None:
+            raise NoTeamError("this message has no team: the database is not available to its handler")
+        return self._team_id
+
+    def _args(self, sql: str, args: Sequence[Any]) -> tuple[Any, ...]:
+        if "$1" not in sql:
+            raise ValueError("team-scoped SQL must use $1, the team id")
+        return (self.team_id, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        records: list[asyncpg.Record] = await self._pool.fetch(sql, *self._args(sql, args))
+        return records
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        record: asyncpg.Record | None = await self._pool.fetchrow(sql, *self._args(sql, args))
+        return record
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._pool.fetchval(sql, *self._args(sql, args))
+
+    def write(self, sql: str, *args: Any) -> None:
+        """Stage a write; it runs after the handler returns, in the message's transaction."""
+        self._staged.writes.append((sql, self._args(sql, args)))
+
+
+class Context:
+    def __init__(
+        self,
+        *,
+        envelope: Envelope,
+        integration: IntegrationRecord | None,
+        config: BaseModel | None,
+        settings: BaseSettings | None,
+        runtime_settings: Settings,
+        pool: asyncpg.Pool,
+        http: httpx.AsyncClient,
+        secrets: SecretBox,
+        cache: TTLCache,
+        log: FilteringBoundLogger,
+        staged: Staged | None = None,
+        results_exchange: str = "results",
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        extensions: dict[str, Any] | None = None,
+        redelivered: bool = False,
+    ) -> None:
+        self.envelope = envelope
+        self.integration = integration
+        self._config = config if config is not None else (integration.config if integration else None)
+        self._settings = settings
+        self.runtime_settings = runtime_settings
+        self.http = http
+        self.secrets = secrets
+        self.cache = cache
+        self.log = log
+        self.staged = staged if staged is not None else Staged()
+        self.team_id = integration.team_id if integration is not None else envelope.team_id
+        self.db = TeamDatabase(pool, self.team_id, self.staged)
+        self.reply_to = reply_to
+        self.correlation_id = correlation_id
+        self.extensions = extensions or {}
+        # True when this message may have run before: a retry, or a redelivery after a crash.
+        # Handlers with side effects that are not idempotent check for their own earlier work then.
+        self.is_repeat = envelope.attempt > 0 or redelivered
+        self._pool = pool
+        self._results_exchange = results_exchange
+        self._emitted = 0
+
+    # --- typed access --------------------------------------------------------------------------------
+
+    def config_as(self, model: type[M]) -> M:
+        if not isinstance(self._config, model):
+            raise TypeError(f"config is {type(self._config).__name__}, not {model.__name__}")
+        return self._config
+
+    def settings_as(self, model: type[S]) -> S:
+        if not isinstance(self._settings, model):
+            raise TypeError(f"settings are {type(self._settings).__name__}, not {model.__name__}")
+        return self._settings
+
+    def payload_as(self, model: type[M]) -> M:
+        return model.model_validate(self.envelope.payload)
+
+    @property
+    def integration_id(self) -> str | None:
+        return self.integration.id if self.integration is not None else None
+
+    # --- outputs ---------------------------------------------------------------------------------------
+
+    def emit(self, data: EventData) -> ResultEvent[Any]:
+        """Stage a result event; it is published after the message's transaction commits."""
+        if not data.EVENT:
+            raise TypeError(f"{type(data).__name__} has no EVENT")
+        self._emitted += 1
+        event: ResultEvent[Any] = ResultEvent[Any](
+            id=derived_id(self.envelope.id, data.EVENT, str(self._emitted)),
+            event=data.EVENT,
+            source_type=self.envelope.type,
+            team_id=self.team_id,
+            integration_id=self.integration_id,
+            causation_id=self.envelope.id,
+            trace_id=self.envelope.trace_id,
+            data=data,
+        )
+        body = orjson.dumps(event.model_dump(mode="json"))
+        self.staged.outbox.append(OutboxItem(event.id, self._results_exchange, data.EVENT, body))
+        return event
+
+    def reply(self, body: dict[str, Any]) -> None:
+        """Stage the answer to a request that carried `reply_to` (agent tool calls over the broker)."""
+        if not self.reply_to:
+            return
+        item_id = derived_id(self.envelope.id, "reply")
+        self.staged.outbox.append(
+            OutboxItem(item_id, "", self.reply_to, orjson.dumps(body), self.correlation_id)
+        )
+
+    def record(
+        self,
+        level: LogLevel,
+        key: str,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        user_link_id: str | None = None,
+        duration_ms: int | None = None,
+    ) -> None:
+        """Stage an `integration_logs` row (written in the message's transaction)."""
+        if self.integration is None:
+            self.log.info("log row without integration", key=key, level=level, message=message)
+            return
+        self.staged.logs.append(
+            LogEntry(
+                self.integration.id,
+                self.team_id,
+                level,
+                key,
+                message,
+                self.envelope.id,
+                details,
+                user_link_id,
+                duration_ms,
+            )
+        )
+
+
+class IngressContext:
+    """What a webhook receiver may use: settings, secrets, a cache, HTTP, and unscoped lookups."""
+
+    def __init__(
+        self,
+        *,
+        type_: str,
+        settings: BaseSettings | None,
+        runtime_settings: Settings,
+        pool: asyncpg.Pool | None,
+        http: httpx.AsyncClient,
+        secrets: SecretBox,
+        cache: TTLCache,
+        log: FilteringBoundLogger,
+        load_integration: Any,
+    ) -> None:
+        self.type = type_
+        self._settings = settings
+        self.runtime_settings = runtime_settings
+        self._pool = pool
+        self.http = http
+        self.secrets = secrets
+        self.cache = cache
+        self.log = log
+        self._load_integration = load_integration
+
+    def settings_as(self, model: type[S]) -> S:
+        if not isinstance(self._settings, model):
+            raise TypeError(f"settings are {type(self._settings).__name__}, not {model.__name__}")
+        return self._settings
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        if self._pool is None:
+            raise RuntimeError("the ingress has no database")
+        record: asyncpg.Record | None = await self._pool.fetchrow(sql, *args)
+        return record
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        if self._pool is None:
+            raise RuntimeError("the ingress has no database")
+        records: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
+        return records
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """A write of the ingress itself (OAuth callbacks store what they receive)."""
+        if self._pool is None:
+            raise RuntimeError("the ingress has no database")
+        status: str = await self._pool.execute(sql, *args)
+        return status
+
+    async def integration(self, integration_id: str) -> IntegrationRecord | None:
+        """An integration of this type by id, config decrypted and validated; None if absent."""
+        record: IntegrationRecord | None = await self._load_integration(self.type, integration_id)
+        return record

@@ -1,0 +1,48 @@
+"""PostgreSQL: the asyncpg pool (jsonb as Python values, the configured schema on the path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+from worker.settings import Settings
+
+from asyncpg.pool import PoolConnectionProxy
+
+Pool = asyncpg.Pool
+Connection = asyncpg.Connection
+# What `pool.acquire()` hands out, or a plain connection.
+Conn = asyncpg.Connection | PoolConnectionProxy
+# Anything that runs a query: a connection, or the pool itself.
+Queryable = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    return b"\x01" + orjson.dumps(value)
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
+    )
+
+
+async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = None) -> Pool:
+    pool: Pool = await asyncpg.create_pool(
+        settings.database_url.get_secret_value(),
+        min_size=min_size,
+        max_size=max_size or settings.database_pool_size,
+        init=_init_connection,
+        server_settings={
+            "search_path": f"{settings.database_schema},public",
+            "application_name": "integration-worker",
+        },
+        command_timeout=60,
+    )
+    return pool

@@ -1,0 +1,135 @@
+"""What can go wrong, and whether trying again can help.
+
+Handlers raise `TransientError` (try again later, optionally after
+`retry_after` seconds) or `PermanentError` (park it); anything else is
+classified by `classify`: network errors, timeouts, 5xx, 429 and an
+unavailable database are transient; validation errors, other 4xx and
+programming errors are permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
+import httpx
+from pydantic import ValidationError
+
+from worker.redact import redact
+
+FailureKind = Literal["transient", "permanent"]
+
+
+class IntegrationError(Exception):
+    """Base of the errors handlers raise on purpose. The message must not hold secrets."""
+
+
+class TransientError(IntegrationError):
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(IntegrationError):
+    pass
+
+
+class UnknownIntegrationError(PermanentError):
+    pass
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: FailureKind
+    reason: str
+    retry_after: float | None = None
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """`Retry-After` as seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def _http_reason(response: httpx.Response) -> str:
+    return f"{response.request.method} {response.request.url.copy_with(query=None)} -> HTTP {response.status_code}"
+
+
+def classify_response(response: httpx.Response) -> Failure | None:
+    """The generic HTTP rule: None for success, else transient (429, 408, 5xx) or permanent (4xx)."""
+    status = response.status_code
+    if status < 400:
+        return None
+    if status in (408, 425, 429) or status >= 500:
+        return Failure(
+            "transient", _http_reason(response), parse_retry_after(response.headers.get("retry-after"))
+        )
+    return Failure("permanent", _http_reason(response))
+
+
+_DB_TRANSIENT = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.AdminShutdownError,
+)
+
+
+def classify(exc: BaseException) -> Failure:
+    """Decide whether `exc` is worth a retry. The reason is redacted and safe to log."""
+    if isinstance(exc, TransientError):
+        return Failure("transient", redact(str(exc)) or type(exc).__name__, exc.retry_after)
+    if isinstance(exc, PermanentError):
+        return Failure("permanent", redact(str(exc)) or type(exc).__name__)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return classify_response(exc.response) or Failure("permanent", _http_reason(exc.response))
+    if isinstance(exc, httpx.TransportError):
+        return Failure("transient", f"network error: {type(exc).__name__}: {redact(str(exc))}")
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return Failure("transient", "timed out")
+    if isinstance(exc, _DB_TRANSIENT | ConnectionError | OSError):
+        return Failure(
+            "transient", f"database or network unavailable: {type(exc).__name__}: {redact(str(exc))}"
+        )
+    if isinstance(exc, ValidationError):
+        return Failure("permanent", f"invalid input: {_validation_summary(exc)}")
+    if isinstance(exc, asyncpg.PostgresError):
+        return Failure("permanent", f"database rejected the write: {type(exc).__name__}: {redact(str(exc))}")
+    return Failure("permanent", f"unexpected error: {type(exc).__name__}: {redact(str(exc))}")
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False)[:10]:
+        location = ".".join(str(part) for part in error["loc"]) or "(root)"
+        parts.append(f"{location}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def field_errors(exc: ValidationError) -> dict[str, list[str]]:
+    """Validation errors per field (dotted path), for HTTP and CLI answers. No input values."""
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in error["loc"]) or "(root)"
+        errors.setdefault(location, []).append(error["msg"])
+    return errors

@@ -1,0 +1,205 @@
+"""The ingress: verify provider webhooks, publish them (confirmed), answer.
+
+POST /webhooks/{type}[/{integration_id}]   202 once the broker confirmed; 401 bad signature,
+                                           400 malformed, 404 unknown type, 413 too large,
+                                           503 broker unavailable (the provider retries)
+GET  /healthz                              the process is up
+GET  /readyz                               broker and database reachable
+GET  /metrics                              Prometheus
+GET  /oauth/{type}/start, /callback        see worker/oauth.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from schemas.envelope import Envelope
+from worker.broker import BrokerUnavailable
+from worker.http_answers import error, json_response
+from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
+from worker.logging import get_logger
+from worker.metrics import INGRESS_SECONDS, PUBLISHED, WEBHOOKS_RECEIVED, render
+from worker.oauth import oauth_routes
+from worker.redact import redact
+from worker.runtime import Runtime, dumps_envelope
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Ingress:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.public_url = runtime.settings.public_url.rstrip("/")
+        self.log = get_logger(component="ingress")
+
+    async def webhook(self, request: Request) -> Response:
+        started = time.perf_counter()
+        type_ = request.path_params["type"]
+        integration = self.runtime.registry.get(type_)
+        if integration is None or integration.webhook is None:
+            WEBHOOKS_RECEIVED.labels("unknown", "404").inc()
+            return error(404, f"unknown integration type {type_!r}")
+        response = await self._webhook(request, type_)
+        WEBHOOKS_RECEIVED.labels(type_, str(response.status_code)).inc()
+        INGRESS_SECONDS.labels(type_).observe(time.perf_counter() - started)
+        return response
+
+    async def _webhook(self, request: Request, type_: str) -> Response:
+        integration = self.runtime.registry.get(type_)
+        assert integration is not None and integration.webhook is not None
+        limit = self.settings.body_limit(type_, integration.max_body_bytes)
+        try:
+            body = await read_body(request, limit)
+        except BodyTooLarge:
+            return error(413, f"body larger than {limit} bytes")
+        query = request.url.query
+        webhook_request = WebhookRequest(
+            type=type_,
+            method=request.method,
+            url=f"{self.public_url}{request.url.path}" + (f"?{query}" if query else ""),
+            headers=request.headers,
+            query=request.query_params,
+            body=body,
+            integration_id=request.path_params.get("integration_id"),
+            received_at=datetime.now(UTC),
+        )
+        try:
+            result = await integration.webhook(webhook_request, self.runtime.ingress_context(type_))
+        except WebhookRejected as exc:
+            if exc.status >= 500:
+                self.log.error("webhook refused", type=type_, status=exc.status, reason=exc.message)
+            return error(exc.status, exc.message)
+        if isinstance(result, Reply):
+            return Response(result.body, status_code=result.status, media_type=result.content_type)
+        return await self._publish(type_, result)
+
+    async def _publish(self, type_: str, accepted: Accept) -> Response:
+        envelope = Envelope(
+            id=f"{type_}:{accepted.delivery_id}",
+            type=type_,
+            kind="webhook",
+            name=accepted.name,
+            integration_id=accepted.integration_id,
+            team_id=accepted.team_id,
+            external_team_id=accepted.external_team_id,
+            headers=accepted.headers,
+            payload=accepted.payload,
+        )
+        try:
+            await self.runtime.broker.publish(
+                self.runtime.topology.incoming,
+                envelope.routing_key,
+                dumps_envelope(envelope),
+                message_id=envelope.id,
+            )
+        except BrokerUnavailable as exc:
+            self.log.warning("webhook not accepted: broker unavailable", type=type_, error=redact(str(exc)))
+            return json_response(
+                {"error": "broker unavailable, try again later"}, 503, headers={"Retry-After": "5"}
+            )
+        PUBLISHED.labels(type_).inc()
+        if accepted.response is not None:
+            return Response(
+                accepted.response.body, accepted.response.status, media_type=accepted.response.content_type
+            )
+        return json_response({"status": "accepted", "id": envelope.id}, 202)
+
+    async def healthz(self, _request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, _request: Request) -> Response:
+        checks = {"broker": self.runtime.broker.connected, "database": False}
+        try:
+            async with asyncio.timeout(2):
+                checks["database"] = await self.runtime.pool.fetchval("SELECT 1") == 1
+        except Exception:
+            checks["database"] = False
+        ready = all(checks.values())
+        return json_response({"status": "ready" if ready else "not ready", **checks}, 200 if ready else 503)
+
+    async def metrics(self, _request: Request) -> Response:
+        body, content_type = render()
+        return Response(body, media_type=content_type)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/webhooks/{type}", self.webhook, methods=["POST"]),
+            Route("/webhooks/{type}/{integration_id}", self.webhook, methods=["POST"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            *oauth_routes(self.runtime),
+        ]
+
+
+def create_app(
+    runtime: Runtime, *, manage_runtime: bool = False, extra_routes: Sequence[BaseRoute] = ()
+) -> Starlette:
+    """The ASGI app. With `manage_runtime`, the app's lifespan starts and stops the runtime
+    (the broker connection is made in the background, so the ingress answers 503 until it is up)."""
+    ingress = Ingress(runtime)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if not manage_runtime:
+            yield
+            return
+        await runtime.start(broker=False)
+        connecting = asyncio.create_task(runtime.broker.connect_with_retry())
+        try:
+            yield
+        finally:
+            connecting.cancel()
+            await runtime.stop()
+
+    return Starlette(routes=[*ingress.routes(), *extra_routes], lifespan=lifespan)
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the process's shutdown path owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+def server(app: Starlette, host: str, port: int) -> QuietServer:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+        backlog=2048,
+    )
+    return QuietServer(config)

@@ -1,0 +1,204 @@
+"""Install, update and uninstall: the one path behind the CLI, the admin API and the broker command.
+
+install: validate the config with the integration's model (errors per field), run its
+`validate` hook against the live service, `pre_install`, write the row (secrets encrypted;
+one row per team and type, or per provider account), `post_install`, publish
+`integration.installed`. A first install whose post_install fails is rolled back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from schemas.envelope import Envelope
+from schemas.events import IntegrationInstalled, IntegrationUninstalled
+from worker import store
+from worker.context import Context, IntegrationRecord
+from worker.errors import IntegrationError, field_errors
+from worker.integration import Hook, InstallRejected, Integration
+from worker.logging import get_logger
+from worker.redact import redact
+from worker.runtime import Runtime
+
+
+class InstallError(Exception):
+    """Why an install, update or uninstall was refused: an HTTP status, a message, field errors."""
+
+    def __init__(self, status: int, message: str, fields: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.fields = fields or {}
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message}
+        if self.fields:
+            body["fields"] = self.fields
+        return body
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    type: str
+    team_id: str
+    config: dict[str, Any] = field(default_factory=dict)
+    external_team_id: str | None = None
+    user_id: str | None = None
+    source: str = "cli"
+
+
+def public_config(config: BaseModel) -> dict[str, Any]:
+    """A config fit for any read: secret fields are replaced by whether they are set."""
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return "[set]" if value.get_secret_value() else None
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return value
+
+    result: dict[str, Any] = scrub(config.model_dump(mode="python", by_alias=True))
+    return result
+
+
+def _integration(runtime: Runtime, type_: str) -> Integration:
+    integration = runtime.registry.get(type_)
+    if integration is None:
+        raise InstallError(404, f"unknown integration type {type_!r}")
+    return integration
+
+
+def _context(
+    runtime: Runtime,
+    type_: str,
+    team_id: str,
+    record: IntegrationRecord | None,
+    config: BaseModel,
+    action: str,
+) -> Context:
+    envelope = Envelope(
+        id=f"{action}:{uuid.uuid4()}", type=type_, kind="command", name=action, team_id=team_id
+    )
+    return runtime.context(
+        envelope, record, config=config, log=get_logger(type=type_, team_id=team_id, action=action)
+    )
+
+
+async def _hook(hook: Hook | None, ctx: Context, what: str) -> None:
+    if hook is None:
+        return
+    try:
+        await hook(ctx)
+    except InstallRejected as exc:
+        raise InstallError(422, f"{what}: {redact(str(exc))}") from None
+    except (IntegrationError, OSError) as exc:
+        raise InstallError(502, f"{what}: {redact(str(exc)) or type(exc).__name__}") from None
+
+
+async def install(runtime: Runtime, request: InstallRequest) -> tuple[IntegrationRecord, bool]:
+    """Install or reconfigure; returns the record and whether it is a new install."""
+    integration = _integration(runtime, request.type)
+    try:
+        config = integration.config.model_validate(request.config)
+    except ValidationError as exc:
+        raise InstallError(400, "invalid config", field_errors(exc)) from None
+    external = request.external_team_id
+    if external is None and integration.external_team_id is not None:
+        external = integration.external_team_id(config)
+    existing = await _existing(runtime, request.type, request.team_id, external)
+    if existing is not None and existing.team_id != request.team_id:
+        raise InstallError(409, f"this {integration.name} account is already installed by another team")
+    previous = runtime.record(existing) if existing is not None else None
+    ctx = _context(runtime, request.type, request.team_id, previous, config, "install")
+    await _hook(integration.lifecycle.validate, ctx, "the service refused the config")
+    await _hook(integration.lifecycle.pre_install, ctx, "pre-install failed")
+    sealed = runtime.secrets.seal(config)
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        if existing is None:
+            try:
+                row = await conn.fetchrow(
+                    f"""INSERT INTO integrations (team_id, external_team_id, name, type, config)
+                        VALUES ($1, $2, $3, $4, $5) RETURNING {store.INTEGRATION_COLUMNS}""",
+                    request.team_id,
+                    external,
+                    integration.name,
+                    request.type,
+                    sealed,
+                )
+            except asyncpg.UniqueViolationError:
+                raise InstallError(409, "installed concurrently; try again") from None
+        else:
+            row = await conn.fetchrow(
+                f"""UPDATE integrations SET config = $2, status = 'active', updated_at = now()
+                    WHERE id = $1 RETURNING {store.INTEGRATION_COLUMNS}""",
+                existing.id,
+                sealed,
+            )
+        assert row is not None
+        await store.run_writes(conn, ctx.staged.writes)
+    record = runtime.record(store.integration_row(row))
+    is_new = existing is None
+    post = _context(runtime, request.type, request.team_id, record, config, "install")
+    try:
+        await _hook(integration.lifecycle.post_install, post, "post-install failed")
+    except InstallError:
+        if is_new:
+            await runtime.pool.execute("DELETE FROM integrations WHERE id = $1", record.id)
+        raise
+    post.emit(
+        IntegrationInstalled(
+            integration_id=record.id,
+            type=record.type,
+            name=integration.name,
+            team_id=record.team_id,
+            external_team_id=record.row.external_team_id,
+            user_id=request.user_id,
+            is_new_install=is_new,
+            source=request.source,
+        )
+    )
+    post.record(
+        "info",
+        "installed" if is_new else "reconfigured",
+        f"{integration.name} {'installed' if is_new else 'reconfigured'} ({request.source})",
+    )
+    await runtime.commit(post.staged)
+    return record, is_new
+
+
+async def uninstall(runtime: Runtime, integration_id: str, team_id: str, *, source: str = "cli") -> None:
+    record = await runtime.integration(None, integration_id)
+    if record is None or record.team_id != team_id:
+        raise InstallError(404, "no such integration for this team")
+    integration = _integration(runtime, record.type)
+    ctx = _context(runtime, record.type, team_id, record, record.config, "uninstall")
+    await _hook(integration.lifecycle.pre_uninstall, ctx, "pre-uninstall failed")
+    ctx.emit(IntegrationUninstalled(integration_id=record.id, type=record.type, team_id=team_id))
+    ctx.staged.logs.clear()  # the rows go with the integration
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        await store.run_writes(conn, ctx.staged.writes)
+        await conn.execute("DELETE FROM integrations WHERE id = $1", record.id)
+        await store.insert_outbox(conn, ctx.staged.outbox)
+    await runtime.publish_outbox(ctx.staged.outbox)
+    get_logger(component="install").info(
+        "uninstalled", integration_id=record.id, type=record.type, source=source
+    )
+
+
+async def _existing(runtime: Runtime, type_: str, team_id: str, external: str | None) -> Any:
+    if external is not None:
+        rows = await store.integrations_for(runtime.pool, [], [(type_, external)], [])
+    else:
+        rows = [
+            r
+            for r in await store.integrations_for(runtime.pool, [], [], [(type_, team_id)])
+            if r.external_team_id is None
+        ]
+    return rows[0] if rows else None

@@ -1,0 +1,74 @@
+"""Running the service: the ingress, a worker, or both in one process, with one shutdown path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+
+import prometheus_client
+
+from worker.consumer import Worker
+from worker.ingress import create_app, server
+from worker.integration import Registry
+from worker.logging import get_logger
+from worker.runtime import Runtime
+from worker.settings import Settings
+
+
+async def serve(
+    settings: Settings,
+    registry: Registry,
+    *,
+    ingress: bool,
+    worker: bool,
+    types: Sequence[str] | None = None,
+    concurrency: int | None = None,
+) -> None:
+    log = get_logger(component="process")
+    runtime = Runtime(settings, registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await _start_with_retry(runtime, log)
+    consumer: Worker | None = None
+    http_task: asyncio.Task[None] | None = None
+    http_server = None
+    try:
+        if worker:
+            consumer = Worker(runtime, types=types, concurrency=concurrency)
+            await consumer.start()
+            if not ingress and settings.worker_metrics_port:
+                prometheus_client.start_http_server(settings.worker_metrics_port)
+        if ingress:
+            http_server = server(create_app(runtime), settings.http_host, settings.http_port)
+            http_task = asyncio.create_task(http_server.serve())
+            log.info("ingress listening", host=settings.http_host, port=settings.http_port)
+        waiters = [asyncio.create_task(stop.wait())] + ([http_task] if http_task else [])
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        log.info("shutting down")
+    finally:
+        if http_server is not None and http_task is not None:
+            http_server.should_exit = True  # stop accepting; requests in flight finish
+            with contextlib.suppress(Exception):
+                await http_task
+        if consumer is not None:
+            await consumer.stop()
+        await runtime.stop()
+        log.info("stopped")
+
+
+async def _start_with_retry(runtime: Runtime, log: object) -> None:
+    delay = 0.5
+    while True:
+        try:
+            await runtime.start()
+            return
+        except (OSError, ConnectionError) as exc:
+            get_logger(component="process").warning(
+                "database not reachable, retrying", error=type(exc).__name__, retry_in=delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(10.0, delay * 2)

@@ -1,0 +1,230 @@
+"""The runtime: settings, registry, pool, broker, HTTP client, secrets; shared by ingress and worker."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_settings import BaseSettings
+from structlog.typing import FilteringBoundLogger
+
+from schemas.envelope import Envelope
+from schemas.rows import IntegrationRow
+from worker import migrations, store
+from worker.broker import Broker, BrokerUnavailable, Topology
+from worker.cache import TTLCache
+from worker.context import Context, IngressContext, IntegrationRecord, OutboxItem, Staged
+from worker.db import Conn, create_pool
+from worker.errors import PermanentError, _validation_summary
+from worker.integration import Registry
+from worker.logging import get_logger
+from worker.redact import register_secret
+from worker.secrets import SecretBox, SecretDecryptError
+from worker.settings import Settings
+
+_RECORD_CACHE_SIZE = 4096
+
+
+class Runtime:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        settings.check_production()
+        self.settings = settings
+        self.registry = registry
+        self.secrets = SecretBox([key.get_secret_value() for key in settings.secret_keys])
+        self.topology = Topology(
+            prefix=settings.broker_prefix,
+            types=registry.types(),
+            retry_delays=tuple(settings.retry_delays),
+            delivery_limit=settings.delivery_limit,
+        )
+        self.broker = Broker(settings.amqp_url.get_secret_value(), self.topology)
+        self._pool: asyncpg.Pool | None = None
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(20.0, connect=5.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            headers={"User-Agent": "integration-worker/0.1"},
+        )
+        self.integration_settings: dict[str, BaseSettings | None] = {}
+        for integration in registry:
+            instance = integration.settings() if integration.settings is not None else None
+            self.integration_settings[integration.type] = instance
+            if instance is not None:
+                _register_secret_fields(instance)
+        for value in (
+            settings.signing_key,
+            settings.admin_token,
+            settings.service_token,
+            *settings.secret_keys,
+        ):
+            if value is not None:
+                register_secret(value.get_secret_value())
+        self.caches: dict[str, TTLCache] = {integration.type: TTLCache() for integration in registry}
+        self._records: OrderedDict[tuple[str, str], IntegrationRecord] = OrderedDict()
+        self.extensions: dict[str, Any] = {}
+        self.log = get_logger(component="runtime")
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the runtime has no database pool: call start()")
+        return self._pool
+
+    async def start(self, *, migrate: bool = True, broker: bool = True, wait_for_broker: bool = True) -> None:
+        self._pool = await create_pool(self.settings)
+        if migrate:
+            await self.migrate()
+        if broker:
+            if wait_for_broker:
+                await self.broker.connect_with_retry()
+            else:
+                await self.broker.connect()
+
+    async def migrate(self) -> list[migrations.Migration]:
+        pending = migrations.all_migrations(self.registry.migration_dirs())
+        async with self.pool.acquire() as conn:
+            return await migrations.apply(conn, self.settings.database_schema, pending)
+
+    async def stop(self) -> None:
+        await self.broker.close()
+        await self.http.aclose()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # --- integrations -----------------------------------------------------------------------------------
+
+    def record(self, row: IntegrationRow) -> IntegrationRecord:
+        """The row with its config decrypted and validated; PermanentError if that is impossible."""
+        key = (row.id, row.updated_at.isoformat())
+        cached = self._records.get(key)
+        if cached is not None:
+            self._records.move_to_end(key)
+            return cached
+        integration = self.registry.get(row.type)
+        if integration is None:
+            raise PermanentError(
+                f"integration {row.id} has type {row.type!r}, which this worker does not know"
+            )
+        try:
+            config = integration.config.model_validate(self.secrets.open(row.config))
+        except ValidationError as exc:
+            raise PermanentError(
+                f"integration {row.id} has an invalid config: {_validation_summary(exc)}"
+            ) from None
+        except SecretDecryptError as exc:
+            raise PermanentError(f"integration {row.id}: {exc}") from None
+        record = IntegrationRecord(row, config)
+        self._records[key] = record
+        if len(self._records) > _RECORD_CACHE_SIZE:
+            self._records.popitem(last=False)
+        return record
+
+    async def integration(self, type_: str | None, integration_id: str) -> IntegrationRecord | None:
+        rows = await store.integrations_for(self.pool, [integration_id], [], [])
+        if not rows or (type_ is not None and rows[0].type != type_):
+            return None
+        return self.record(rows[0])
+
+    # --- contexts --------------------------------------------------------------------------------------
+
+    def context(
+        self,
+        envelope: Envelope,
+        record: IntegrationRecord | None,
+        *,
+        log: FilteringBoundLogger,
+        staged: Staged | None = None,
+        config: BaseModel | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        redelivered: bool = False,
+    ) -> Context:
+        return Context(
+            envelope=envelope,
+            integration=record,
+            config=config,
+            settings=self.integration_settings.get(envelope.type),
+            runtime_settings=self.settings,
+            pool=self.pool,
+            http=self.http,
+            secrets=self.secrets,
+            cache=self.caches.setdefault(envelope.type, TTLCache()),
+            log=log,
+            staged=staged,
+            results_exchange=self.topology.results,
+            reply_to=reply_to,
+            correlation_id=correlation_id,
+            extensions={"runtime": self, **self.extensions},
+            redelivered=redelivered,
+        )
+
+    def ingress_context(self, type_: str) -> IngressContext:
+        return IngressContext(
+            type_=type_,
+            settings=self.integration_settings.get(type_),
+            runtime_settings=self.settings,
+            pool=self._pool,
+            http=self.http,
+            secrets=self.secrets,
+            cache=self.caches.setdefault(type_, TTLCache()),
+            log=get_logger(type=type_),
+            load_integration=self.integration,
+        )
+
+    # --- committing outside the worker (install, OAuth) ----------------------------------------------------
+
+    async def commit(self, staged: Staged, *, conn: Conn | None = None) -> None:
+        """Apply staged writes, outbox and logs in one transaction, then publish the outbox."""
+        if conn is None:
+            async with self.pool.acquire() as own, own.transaction():
+                await self._apply(own, staged)
+        else:
+            await self._apply(conn, staged)
+        await self.publish_outbox(staged.outbox)
+
+    async def _apply(self, conn: Conn, staged: Staged) -> None:
+        await store.run_writes(conn, staged.writes)
+        await store.insert_outbox(conn, staged.outbox)
+        await store.insert_logs(conn, staged.logs)
+
+    async def publish_outbox(self, items: list[OutboxItem]) -> bool:
+        """Publish committed outbox items and delete them; False leaves them for the relay."""
+        if not items:
+            return True
+        try:
+            await self.broker.publish_many(
+                [(i.exchange, i.routing_key, i.body, i.id) for i in items if not i.correlation_id]
+            )
+            for item in items:
+                if item.correlation_id:
+                    await self.broker.publish(
+                        "",
+                        item.routing_key,
+                        item.body,
+                        message_id=item.id,
+                        correlation_id=item.correlation_id,
+                    )
+        except BrokerUnavailable as exc:
+            self.log.warning(
+                "result events left in the outbox for the relay", error=str(exc), count=len(items)
+            )
+            return False
+        await store.delete_outbox(self.pool, [i.id for i in items])
+        return True
+
+
+def _register_secret_fields(model: BaseSettings) -> None:
+    for name in type(model).model_fields:
+        value = getattr(model, name, None)
+        if isinstance(value, SecretStr):
+            register_secret(value.get_secret_value())
+
+
+def dumps_envelope(envelope: Envelope) -> bytes:
+    return orjson.dumps(envelope.model_dump(mode="json"))
