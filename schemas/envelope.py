@@ -53,9 +53,7 @@ class Envelope(BaseModel):
     v: Literal[1] = Field(default=1, description="Envelope version.")
     id: str = Field(min_length=1, max_length=512, description="Unique id; the deduplication key.")
     type: str = Field(pattern=TYPE_PATTERN, description="Integration type, e.g. `github`, `google-calendar`.")
-    kind: Kind = Field(
-        description="`webhook` (from a provider), `command` (do something), `event` (platform)."
-    )
+    kind: Kind = Field(description="`webhook` (from a provider), `command` (do something), `event` (platform).")
     name: str = Field(pattern=NAME_PATTERN, description="Provider event or action name, e.g. `pull_request`.")
     integration_id: str | None = Field(default=None, description="The integration row, when known.")
     team_id: str | None = Field(default=None, description="The platform team, when known.")
@@ -66,13 +64,9 @@ class Envelope(BaseModel):
     )
     created_at: datetime = Field(default_factory=_now, description="When the work was accepted.")
     attempt: int = Field(default=0, ge=0, description="Failed attempts so far (0 on first delivery).")
-    trace_id: str = Field(
-        default_factory=lambda: uuid.uuid4().hex, description="Carried into logs and events."
-    )
+    trace_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="Carried into logs and events.")
     headers: dict[str, str] = Field(default_factory=dict, description="Provider headers that matter.")
-    payload: dict[str, Any] = Field(
-        default_factory=dict, description="The body: provider JSON or command input."
-    )
+    payload: dict[str, Any] = Field(default_factory=dict, description="The body: provider JSON or command input.")
 
     @field_validator("created_at")
     @classmethod

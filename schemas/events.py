@@ -100,9 +100,7 @@ class TaskIntake(EventData):
 
     EVENT: ClassVar[str] = "task.intake"
     source: str = Field(description="`github`, `gmail`, ...")
-    source_id: str = Field(
-        description="Stable id of the item at the source; deduplicate on (source, source_id)."
-    )
+    source_id: str = Field(description="Stable id of the item at the source; deduplicate on (source, source_id).")
     kind: str = Field(description="What the item is at the source: `issue`, `issue_comment`, `email`, ...")
     action: str | None = Field(default=None, description="What happened to it: `opened`, `edited`, ...")
     title: str
@@ -110,9 +108,7 @@ class TaskIntake(EventData):
     url: str | None = None
     author: str | None = Field(default=None, description="The author's name or login at the source.")
     author_external_id: str | None = None
-    user_id: str | None = Field(
-        default=None, description="The platform user the intake belongs to, if known."
-    )
+    user_id: str | None = Field(default=None, description="The platform user the intake belongs to, if known.")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 

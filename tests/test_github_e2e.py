@@ -18,9 +18,7 @@ async def test_signed_pull_request_webhook_becomes_rows_and_status_events(
 
     assert response.status_code == 202
     assert response.json()["id"] == f"github:{headers['X-GitHub-Delivery']}"
-    row = await eventually(
-        lambda: runtime.pool.fetchrow("SELECT * FROM github_pull_requests WHERE external_id = 555")
-    )
+    row = await eventually(lambda: runtime.pool.fetchrow("SELECT * FROM github_pull_requests WHERE external_id = 555"))
     assert row["team_id"] == TEAM
     assert row["title"] == "Fixes ABC-12: crash on login"
     assert row["status"] == "review_requested"
@@ -36,9 +34,16 @@ async def test_signed_pull_request_webhook_becomes_rows_and_status_events(
 async def test_merge_moves_the_task_to_done_once(
     runtime: Runtime, worker: Worker, ingress: httpx.AsyncClient, results: Results, github_integration: object
 ) -> None:
-    for action, merged, updated in (("opened", False, "10:00"), ("closed", True, "11:00"), ("edited", True, "12:00")):
+    for action, merged, updated in (
+        ("opened", False, "10:00"),
+        ("closed", True, "11:00"),
+        ("edited", True, "12:00"),
+    ):
         payload = pull_request_payload(
-            action=action, merged=merged, state="closed" if merged else "open", updated_at=f"2026-11-20T{updated}:00Z"
+            action=action,
+            merged=merged,
+            state="closed" if merged else "open",
+            updated_at=f"2026-11-20T{updated}:00Z",
         )
         body, headers = signed_github("pull_request", payload)
         assert (await ingress.post("/webhooks/github", content=body, headers=headers)).status_code == 202
@@ -69,13 +74,23 @@ async def test_bad_signature_is_refused_and_nothing_is_enqueued(
 async def test_the_same_delivery_twice_is_handled_once(
     runtime: Runtime, worker: Worker, ingress: httpx.AsyncClient, results: Results, github_integration: object
 ) -> None:
-    body, headers = signed_github("issues", {
-        "action": "opened",
-        "issue": {"id": 77, "number": 3, "title": "Login broken", "body": "stack trace", "state": "open",
-                  "html_url": "https://github.com/acme/app/issues/3", "user": {"login": "bob", "id": 5}},
-        "repository": {"id": 9001, "full_name": "acme/app"},
-        "installation": {"id": 4242},
-    })
+    body, headers = signed_github(
+        "issues",
+        {
+            "action": "opened",
+            "issue": {
+                "id": 77,
+                "number": 3,
+                "title": "Login broken",
+                "body": "stack trace",
+                "state": "open",
+                "html_url": "https://github.com/acme/app/issues/3",
+                "user": {"login": "bob", "id": 5},
+            },
+            "repository": {"id": 9001, "full_name": "acme/app"},
+            "installation": {"id": 4242},
+        },
+    )
 
     first = await ingress.post("/webhooks/github", content=body, headers=headers)
     await results.wait_for("task.intake")

@@ -127,9 +127,7 @@ async def declare(channel: AbstractChannel, topology: Topology) -> None:
         await retry_q.bind(retry_x, "", arguments={"x-match": "all", "x-retry-delay": t.delay_label(delay)})
 
     unrouted_x = await channel.declare_exchange(t.results_unrouted, ExchangeType.FANOUT, durable=True)
-    unrouted_q = await channel.declare_queue(
-        t.results_unrouted, durable=True, arguments={"x-queue-type": "classic"}
-    )
+    unrouted_q = await channel.declare_queue(t.results_unrouted, durable=True, arguments={"x-queue-type": "classic"})
     await unrouted_q.bind(unrouted_x, "")
     await channel.declare_exchange(
         t.results, ExchangeType.TOPIC, durable=True, arguments={"alternate-exchange": t.results_unrouted}
@@ -166,9 +164,7 @@ class Broker:
         )
 
     async def connect(self, *, declare_topology: bool = True) -> None:
-        self._connection = await aio_pika.connect_robust(
-            self._url, client_properties={"connection_name": "iw"}
-        )
+        self._connection = await aio_pika.connect_robust(self._url, client_properties={"connection_name": "iw"})
         self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         if declare_topology:
             await declare(self._channel, self.topology)
@@ -199,11 +195,7 @@ class Broker:
         if exchange is None:
             if self._channel is None:
                 raise BrokerUnavailable("not connected")
-            exchange = (
-                await self._channel.get_exchange(name, ensure=False)
-                if name
-                else self._channel.default_exchange
-            )
+            exchange = await self._channel.get_exchange(name, ensure=False) if name else self._channel.default_exchange
             self._exchanges[name] = exchange
         return exchange
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -14,8 +15,12 @@ from pydantic import ValidationError
 
 from worker import contract, dead
 from worker.errors import field_errors
+from worker.install import InstallError, InstallRequest, install, public_config, uninstall
 from worker.integration import Registry, RegistryError, load_registry
 from worker.logging import configure_logging
+from worker.process import serve
+from worker.runtime import Runtime
+from worker.secrets_rotation import rotate_all
 from worker.settings import Settings
 
 
@@ -104,7 +109,6 @@ def _run_async(coro: Awaitable[int]) -> int:
 
 def _serve(ingress: bool, worker: bool) -> Callable[[argparse.Namespace, Settings, Registry], int]:
     def command(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
-        from worker.process import serve
 
         async def go() -> int:
             await serve(
@@ -123,7 +127,6 @@ def _serve(ingress: bool, worker: bool) -> Callable[[argparse.Namespace, Setting
 
 
 def _migrate(_args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
-    from worker.runtime import Runtime
 
     async def go() -> int:
         runtime = Runtime(settings, registry)
@@ -155,8 +158,6 @@ def _integrations(args: argparse.Namespace, _settings: Settings, registry: Regis
 def _schema(args: argparse.Namespace, _settings: Settings, registry: Registry) -> int:
     schemas = contract.json_schemas(registry)
     if args.out:
-        from pathlib import Path
-
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for name, schema in schemas.items():
@@ -168,7 +169,6 @@ def _schema(args: argparse.Namespace, _settings: Settings, registry: Registry) -
 
 
 def _with_broker(settings: Settings, registry: Registry, work: Callable[[Any], Awaitable[int]]) -> int:
-    from worker.runtime import Runtime
 
     async def go() -> int:
         runtime = Runtime(settings, registry)
@@ -221,8 +221,6 @@ def _dead(args: argparse.Namespace, settings: Settings, registry: Registry) -> i
 
 
 def _install(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
-    from worker.install import InstallError, InstallRequest, install, public_config
-    from worker.runtime import Runtime
 
     try:
         config = json.loads(args.config)
@@ -236,9 +234,7 @@ def _install(args: argparse.Namespace, settings: Settings, registry: Registry) -
         try:
             record, is_new = await install(
                 runtime,
-                InstallRequest(
-                    args.type, args.team, config, external_team_id=args.external_team_id, source="cli"
-                ),
+                InstallRequest(args.type, args.team, config, external_team_id=args.external_team_id, source="cli"),
             )
         except InstallError as exc:
             _print_json(exc.as_dict())
@@ -260,8 +256,6 @@ def _install(args: argparse.Namespace, settings: Settings, registry: Registry) -
 
 
 def _uninstall(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
-    from worker.install import InstallError, uninstall
-    from worker.runtime import Runtime
 
     async def go() -> int:
         runtime = Runtime(settings, registry)
@@ -280,8 +274,6 @@ def _uninstall(args: argparse.Namespace, settings: Settings, registry: Registry)
 
 
 def _secrets(_args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
-    from worker.runtime import Runtime
-    from worker.secrets_rotation import rotate_all
 
     async def go() -> int:
         runtime = Runtime(settings, registry)

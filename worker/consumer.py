@@ -38,10 +38,10 @@ from pydantic import ValidationError
 
 from schemas.envelope import Envelope
 from schemas.rows import IntegrationRow
-from worker.db import Conn
 from worker import store
 from worker.broker import BrokerUnavailable
 from worker.context import IntegrationRecord, LogEntry, Staged
+from worker.db import Conn
 from worker.errors import Failure, PermanentError, _validation_summary, classify
 from worker.integration import Handler
 from worker.logging import get_logger
@@ -131,9 +131,7 @@ class Worker:
             queue = await self._channel.get_queue(self.runtime.topology.queue(type_), ensure=False)
             tag = await queue.consume(self._receiver(type_))
             self._consumers.append((queue, tag))
-        self.log.info(
-            "worker consuming", types=list(self.types), concurrency=self.concurrency, prefetch=self.prefetch
-        )
+        self.log.info("worker consuming", types=list(self.types), concurrency=self.concurrency, prefetch=self.prefetch)
 
     async def stop(self) -> None:
         """Stop consuming, let in-flight work finish (bounded), leave the rest for redelivery."""
@@ -152,9 +150,7 @@ class Worker:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=self.settings.shutdown_grace)
         except TimeoutError:
-            self.log.warning(
-                "shutdown grace elapsed; unfinished messages will be redelivered", left=self._unfinished
-            )
+            self.log.warning("shutdown grace elapsed; unfinished messages will be redelivered", left=self._unfinished)
         for task in [*self._tasks, *self._loops]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._loops, return_exceptions=True)
@@ -186,10 +182,7 @@ class Worker:
             await self._wake.wait()
             self._wake.clear()
             while self._pending and not self._stopping:
-                group = [
-                    self._pending.popleft()
-                    for _ in range(min(len(self._pending), self.settings.commit_batch))
-                ]
+                group = [self._pending.popleft() for _ in range(min(len(self._pending), self.settings.commit_batch))]
                 try:
                     await self._dispatch(group)
                 except asyncio.CancelledError:
@@ -208,9 +201,7 @@ class Worker:
                 self._spawn(self._park_poison(delivery, f"not a valid envelope: {_validation_summary(exc)}"))
                 continue
             if delivery.envelope.type != delivery.queue_type:
-                self._spawn(
-                    self._park_poison(delivery, f"type {delivery.envelope.type!r} on the wrong queue")
-                )
+                self._spawn(self._park_poison(delivery, f"type {delivery.envelope.type!r} on the wrong queue"))
                 continue
             waiting = self._inflight.get(delivery.envelope.id)
             if waiting is not None:  # the same id is being handled right now
@@ -228,11 +219,7 @@ class Worker:
                 rows = await store.integrations_for(
                     conn,
                     [e.integration_id for e in envelopes if e.integration_id],
-                    [
-                        (e.type, e.external_team_id)
-                        for e in envelopes
-                        if not e.integration_id and e.external_team_id
-                    ],
+                    [(e.type, e.external_team_id) for e in envelopes if not e.integration_id and e.external_team_id],
                     [
                         (e.type, e.team_id)
                         for e in envelopes
@@ -288,9 +275,7 @@ class Worker:
         handler = self.runtime.registry.handler(envelope.type, envelope.kind, envelope.name)
         if handler is None:
             if envelope.kind == "command":
-                await self._fail(
-                    delivery, Failure("permanent", f"{envelope.type} has no command {envelope.name!r}")
-                )
+                await self._fail(delivery, Failure("permanent", f"{envelope.type} has no command {envelope.name!r}"))
             else:
                 await self._finish(delivery, "ignored")
             return
@@ -311,9 +296,7 @@ class Worker:
             return
         if delivery.record is not None and not delivery.record.is_active and not handler.when_inactive:
             delivery.staged.logs.append(
-                _log_entry(
-                    delivery, "info", "skipped_inactive", f"integration is {delivery.record.row.status}"
-                )
+                _log_entry(delivery, "info", "skipped_inactive", f"integration is {delivery.record.row.status}")
             )
             await self._done.put(_Done(delivery, "skipped_inactive"))
             return
@@ -322,9 +305,7 @@ class Worker:
     async def _execute(self, delivery: Delivery, handler: Handler) -> None:
         envelope = delivery.envelope
         assert envelope is not None
-        log = self.log.bind(
-            event_id=envelope.id, type=envelope.type, name=envelope.name, team_id=_team(delivery)
-        )
+        log = self.log.bind(event_id=envelope.id, type=envelope.type, name=envelope.name, team_id=_team(delivery))
         ctx = self.runtime.context(
             envelope,
             delivery.record,
@@ -389,9 +370,7 @@ class Worker:
                 await self._finish(delivery, None, requeue=True)
                 return
             RETRIED.labels(envelope.type).inc()
-            await self._finish(
-                delivery, "retried", reason=failure.reason, attempt=attempt, retry_in=expiration / 1000
-            )
+            await self._finish(delivery, "retried", reason=failure.reason, attempt=attempt, retry_in=expiration / 1000)
             return
         await self._park(delivery, failure, attempt)
 
@@ -478,9 +457,7 @@ class Worker:
             else:
                 await delivery.message.ack()
         except Exception as exc:
-            self.log.warning(
-                "acknowledgement not delivered; the broker will redeliver", error=type(exc).__name__
-            )
+            self.log.warning("acknowledgement not delivered; the broker will redeliver", error=type(exc).__name__)
         IN_FLIGHT.labels(delivery.queue_type).dec()
         if outcome is not None:
             PROCESSED.labels(delivery.queue_type, outcome).inc()
@@ -602,9 +579,7 @@ class Worker:
         await store.insert_logs(conn, logs)
         return raced
 
-    async def _apply_one_by_one(
-        self, conn: Conn, batch: list[_Done]
-    ) -> tuple[set[int], dict[int, Failure]]:
+    async def _apply_one_by_one(self, conn: Conn, batch: list[_Done]) -> tuple[set[int], dict[int, Failure]]:
         """The batch failed on a row: apply each item in its own savepoint; the database's
         refusals are permanent failures of those items alone."""
         raced: set[int] = set()

@@ -222,9 +222,7 @@ class Context:
         if not self.reply_to:
             return
         item_id = derived_id(self.envelope.id, "reply")
-        self.staged.outbox.append(
-            OutboxItem(item_id, "", self.reply_to, orjson.dumps(body), self.correlation_id)
-        )
+        self.staged.outbox.append(OutboxItem(item_id, "", self.reply_to, orjson.dumps(body), self.correlation_id))
 
     def record(
         self,
@@ -309,3 +307,56 @@ class IngressContext:
         """An integration of this type by id, config decrypted and validated; None if absent."""
         record: IntegrationRecord | None = await self._load_integration(self.type, integration_id)
         return record
+
+
+class BackgroundContext:
+    """What a Service or Schedule may use: unscoped reads, publishing onto the incoming exchange,
+    and the integration it runs for (services) or None (schedules)."""
+
+    def __init__(
+        self,
+        *,
+        type_: str,
+        integration: IntegrationRecord | None,
+        settings: BaseSettings | None,
+        runtime_settings: Settings,
+        pool: asyncpg.Pool,
+        http: httpx.AsyncClient,
+        secrets: SecretBox,
+        cache: TTLCache,
+        log: FilteringBoundLogger,
+        publish: Any,
+    ) -> None:
+        self.type = type_
+        self.integration = integration
+        self._settings = settings
+        self.runtime_settings = runtime_settings
+        self._pool = pool
+        self.http = http
+        self.secrets = secrets
+        self.cache = cache
+        self.log = log
+        self._publish = publish
+
+    def config_as(self, model: type[M]) -> M:
+        config = self.integration.config if self.integration is not None else None
+        if not isinstance(config, model):
+            raise TypeError(f"config is {type(config).__name__}, not {model.__name__}")
+        return config
+
+    def settings_as(self, model: type[S]) -> S:
+        if not isinstance(self._settings, model):
+            raise TypeError(f"settings are {type(self._settings).__name__}, not {model.__name__}")
+        return self._settings
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        records: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
+        return records
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        record: asyncpg.Record | None = await self._pool.fetchrow(sql, *args)
+        return record
+
+    async def publish(self, envelope: Envelope) -> None:
+        """Publish an envelope onto the incoming exchange and wait for the broker's confirm."""
+        await self._publish(envelope)

@@ -23,9 +23,7 @@ def catalog(registry: Registry) -> list[dict[str, Any]]:
                 "config_schema": integration.config.model_json_schema(),
                 "webhook": f"/webhooks/{integration.type}" if integration.webhook else None,
                 "oauth": f"/oauth/{integration.type}/start" if integration.oauth else None,
-                "handles": sorted(
-                    routing_key(integration.type, h.kind, h.name) for h in integration.handlers
-                ),
+                "handles": sorted(routing_key(integration.type, h.kind, h.name) for h in integration.handlers),
                 "actions": [
                     {
                         "name": action.name,

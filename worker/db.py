@@ -6,10 +6,9 @@ from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 from worker.settings import Settings
-
-from asyncpg.pool import PoolConnectionProxy
 
 Pool = asyncpg.Pool
 Connection = asyncpg.Connection

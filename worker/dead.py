@@ -48,14 +48,10 @@ def describe(message: AbstractIncomingMessage) -> ParkedMessage:
         )
         error = {
             "delivery_limit": "delivered too many times without an acknowledgement (a crash loop)",
-        }.get(reason, "no queue was bound for its routing key (unroutable)" if not reason else reason)
+        }.get(reason, reason or "no queue was bound for its routing key (unroutable)")
         kind = "broker"
     attempts_header = headers.get("x-attempts")
-    attempts = (
-        int(attempts_header)
-        if isinstance(attempts_header, int | str) and str(attempts_header).isdigit()
-        else 0
-    )
+    attempts = int(attempts_header) if isinstance(attempts_header, int | str) and str(attempts_header).isdigit() else 0
     return ParkedMessage(
         id=_text(message.message_id) or (str(envelope.get("id")) if envelope else "?"),
         routing_key=_text(headers.get("x-routing-key")) or (message.routing_key or ""),

@@ -75,9 +75,7 @@ def classify_response(response: httpx.Response) -> Failure | None:
     if status < 400:
         return None
     if status in (408, 425, 429) or status >= 500:
-        return Failure(
-            "transient", _http_reason(response), parse_retry_after(response.headers.get("retry-after"))
-        )
+        return Failure("transient", _http_reason(response), parse_retry_after(response.headers.get("retry-after")))
     return Failure("permanent", _http_reason(response))
 
 
@@ -108,9 +106,7 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return Failure("transient", "timed out")
     if isinstance(exc, _DB_TRANSIENT | ConnectionError | OSError):
-        return Failure(
-            "transient", f"database or network unavailable: {type(exc).__name__}: {redact(str(exc))}"
-        )
+        return Failure("transient", f"database or network unavailable: {type(exc).__name__}: {redact(str(exc))}")
     if isinstance(exc, ValidationError):
         return Failure("permanent", f"invalid input: {_validation_summary(exc)}")
     if isinstance(exc, asyncpg.PostgresError):

@@ -121,14 +121,10 @@ class Ingress:
             )
         except BrokerUnavailable as exc:
             self.log.warning("webhook not accepted: broker unavailable", type=type_, error=redact(str(exc)))
-            return json_response(
-                {"error": "broker unavailable, try again later"}, 503, headers={"Retry-After": "5"}
-            )
+            return json_response({"error": "broker unavailable, try again later"}, 503, headers={"Retry-After": "5"})
         PUBLISHED.labels(type_).inc()
         if accepted.response is not None:
-            return Response(
-                accepted.response.body, accepted.response.status, media_type=accepted.response.content_type
-            )
+            return Response(accepted.response.body, accepted.response.status, media_type=accepted.response.content_type)
         return json_response({"status": "accepted", "id": envelope.id}, 202)
 
     async def healthz(self, _request: Request) -> Response:
@@ -159,9 +155,7 @@ class Ingress:
         ]
 
 
-def create_app(
-    runtime: Runtime, *, manage_runtime: bool = False, extra_routes: Sequence[BaseRoute] = ()
-) -> Starlette:
+def create_app(runtime: Runtime, *, manage_runtime: bool = False, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The ASGI app. With `manage_runtime`, the app's lifespan starts and stops the runtime
     (the broker connection is made in the background, so the ingress answers 503 until it is up)."""
     ingress = Ingress(runtime)

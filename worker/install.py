@@ -80,15 +80,12 @@ def _context(
     type_: str,
     team_id: str,
     record: IntegrationRecord | None,
+    *,
     config: BaseModel,
     action: str,
 ) -> Context:
-    envelope = Envelope(
-        id=f"{action}:{uuid.uuid4()}", type=type_, kind="command", name=action, team_id=team_id
-    )
-    return runtime.context(
-        envelope, record, config=config, log=get_logger(type=type_, team_id=team_id, action=action)
-    )
+    envelope = Envelope(id=f"{action}:{uuid.uuid4()}", type=type_, kind="command", name=action, team_id=team_id)
+    return runtime.context(envelope, record, config=config, log=get_logger(type=type_, team_id=team_id, action=action))
 
 
 async def _hook(hook: Hook | None, ctx: Context, what: str) -> None:
@@ -116,7 +113,7 @@ async def install(runtime: Runtime, request: InstallRequest) -> tuple[Integratio
     if existing is not None and existing.team_id != request.team_id:
         raise InstallError(409, f"this {integration.name} account is already installed by another team")
     previous = runtime.record(existing) if existing is not None else None
-    ctx = _context(runtime, request.type, request.team_id, previous, config, "install")
+    ctx = _context(runtime, request.type, request.team_id, previous, config=config, action="install")
     await _hook(integration.lifecycle.validate, ctx, "the service refused the config")
     await _hook(integration.lifecycle.pre_install, ctx, "pre-install failed")
     sealed = runtime.secrets.seal(config)
@@ -125,7 +122,7 @@ async def install(runtime: Runtime, request: InstallRequest) -> tuple[Integratio
             try:
                 row = await conn.fetchrow(
                     f"""INSERT INTO integrations (team_id, external_team_id, name, type, config)
-                        VALUES ($1, $2, $3, $4, $5) RETURNING {store.INTEGRATION_COLUMNS}""",
+                        VALUES ($1, $2, $3, $4, $5) RETURNING {store.INTEGRATION_COLUMNS}""",  # noqa: S608 - a constant column list
                     request.team_id,
                     external,
                     integration.name,
@@ -137,7 +134,7 @@ async def install(runtime: Runtime, request: InstallRequest) -> tuple[Integratio
         else:
             row = await conn.fetchrow(
                 f"""UPDATE integrations SET config = $2, status = 'active', updated_at = now()
-                    WHERE id = $1 RETURNING {store.INTEGRATION_COLUMNS}""",
+                    WHERE id = $1 RETURNING {store.INTEGRATION_COLUMNS}""",  # noqa: S608 - a constant column list
                 existing.id,
                 sealed,
             )
@@ -145,7 +142,7 @@ async def install(runtime: Runtime, request: InstallRequest) -> tuple[Integratio
         await store.run_writes(conn, ctx.staged.writes)
     record = runtime.record(store.integration_row(row))
     is_new = existing is None
-    post = _context(runtime, request.type, request.team_id, record, config, "install")
+    post = _context(runtime, request.type, request.team_id, record, config=config, action="install")
     try:
         await _hook(integration.lifecycle.post_install, post, "post-install failed")
     except InstallError:
@@ -178,7 +175,7 @@ async def uninstall(runtime: Runtime, integration_id: str, team_id: str, *, sour
     if record is None or record.team_id != team_id:
         raise InstallError(404, "no such integration for this team")
     integration = _integration(runtime, record.type)
-    ctx = _context(runtime, record.type, team_id, record, record.config, "uninstall")
+    ctx = _context(runtime, record.type, team_id, record, config=record.config, action="uninstall")
     await _hook(integration.lifecycle.pre_uninstall, ctx, "pre-uninstall failed")
     ctx.emit(IntegrationUninstalled(integration_id=record.id, type=record.type, team_id=team_id))
     ctx.staged.logs.clear()  # the rows go with the integration
@@ -187,9 +184,7 @@ async def uninstall(runtime: Runtime, integration_id: str, team_id: str, *, sour
         await conn.execute("DELETE FROM integrations WHERE id = $1", record.id)
         await store.insert_outbox(conn, ctx.staged.outbox)
     await runtime.publish_outbox(ctx.staged.outbox)
-    get_logger(component="install").info(
-        "uninstalled", integration_id=record.id, type=record.type, source=source
-    )
+    get_logger(component="install").info("uninstalled", integration_id=record.id, type=record.type, source=source)
 
 
 async def _existing(runtime: Runtime, type_: str, team_id: str, external: str | None) -> Any:

@@ -35,7 +35,7 @@ from pydantic_settings import BaseSettings
 from schemas.envelope import KINDS, Kind, valid_name, valid_type
 
 if TYPE_CHECKING:
-    from worker.context import Context, IngressContext
+    from worker.context import BackgroundContext, Context, IngressContext
 
 InT = TypeVar("InT", bound=BaseModel)
 OutT = TypeVar("OutT", bound=BaseModel)
@@ -178,15 +178,41 @@ class OAuthStart:
 class OAuthFlow(Protocol):
     """Provider side of `GET /oauth/{type}/start` and `GET /oauth/{type}/callback`."""
 
-    def authorize_url(
-        self, ctx: IngressContext, *, state: str, redirect_uri: str, start: OAuthStart
-    ) -> str: ...
+    def authorize_url(self, ctx: IngressContext, *, state: str, redirect_uri: str, start: OAuthStart) -> str: ...
 
-    async def complete(
-        self, ctx: IngressContext, *, code: str, redirect_uri: str, start: OAuthStart
-    ) -> str | None:
+    async def complete(self, ctx: IngressContext, *, code: str, redirect_uri: str, start: OAuthStart) -> str | None:
         """Exchange the code and store what it gives; return the integration id when there is one."""
         ...
+
+
+# --- background work ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Service:
+    """A long-running task per active integration of this type (a WebSocket listener, say).
+
+    Exactly one worker process runs it for a given integration at a time, across all
+    machines (a PostgreSQL advisory-lock lease); when that process dies another takes
+    over within seconds. `run` runs until cancelled and reconnects on its own; it hands
+    what it receives to the broker with `ctx.publish(...)`, like a webhook would.
+    """
+
+    name: str
+    run: Callable[[BackgroundContext], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A periodic job of this type (renew Gmail watches daily, say), run by one worker at a time.
+
+    The job should enqueue commands (`ctx.publish(kind="command", ...)`) for the real work,
+    so each unit gets the worker's retries, logs and deduplication.
+    """
+
+    name: str
+    every_seconds: float
+    run: Callable[[BackgroundContext], Awaitable[None]]
 
 
 # --- the declaration ---------------------------------------------------------------------------------
@@ -205,6 +231,8 @@ class Integration:
     actions: Sequence[Action[Any, Any]] = ()
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     oauth: OAuthFlow | None = None
+    services: Sequence[Service] = ()
+    schedules: Sequence[Schedule] = ()
     migrations: Path | None = None  # e.g. Path(__file__).with_name("migrations")
     # The provider account an install is for (GitHub installation id, Slack team id), read from the
     # config; rows are unique per (type, account) then, and a team may hold several.
@@ -225,9 +253,11 @@ class Registry:
     """Every integration, by type. Checks itself when built: a broken declaration fails start-up."""
 
     def __init__(self, integrations: Sequence[Integration]) -> None:
+        from worker.platform import PLATFORM  # noqa: PLC0415 - the platform type is itself an Integration
+
         self._by_type: dict[str, Integration] = {}
         problems: list[str] = []
-        for integration in integrations:
+        for integration in (PLATFORM, *integrations):
             problems += _check(integration)
             if integration.type in self._by_type:
                 problems.append(f"type {integration.type!r} is declared twice")

@@ -7,13 +7,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 WEBHOOKS_RECEIVED = Counter(
     "iw_webhooks_received_total", "Webhook requests received by the ingress.", ["type", "status"]
 )
-PUBLISHED = Counter(
-    "iw_published_total", "Messages published to the incoming exchange (confirmed).", ["type"]
-)
+PUBLISHED = Counter("iw_published_total", "Messages published to the incoming exchange (confirmed).", ["type"])
 PROCESSED = Counter("iw_processed_total", "Messages the worker finished, by outcome.", ["type", "outcome"])
-DUPLICATES = Counter(
-    "iw_duplicates_total", "Messages acknowledged without running: already processed.", ["type"]
-)
+DUPLICATES = Counter("iw_duplicates_total", "Messages acknowledged without running: already processed.", ["type"])
 RETRIED = Counter("iw_retried_total", "Messages sent to a retry queue.", ["type"])
 PARKED = Counter("iw_parked_total", "Messages parked: they will not succeed without help.", ["type"])
 EVENTS_PUBLISHED = Counter("iw_result_events_total", "Result events published.", ["event"])

@@ -17,7 +17,7 @@ from schemas.rows import IntegrationRow
 from worker import migrations, store
 from worker.broker import Broker, BrokerUnavailable, Topology
 from worker.cache import TTLCache
-from worker.context import Context, IngressContext, IntegrationRecord, OutboxItem, Staged
+from worker.context import BackgroundContext, Context, IngressContext, IntegrationRecord, OutboxItem, Staged
 from worker.db import Conn, create_pool
 from worker.errors import PermanentError, _validation_summary
 from worker.integration import Registry
@@ -108,15 +108,11 @@ class Runtime:
             return cached
         integration = self.registry.get(row.type)
         if integration is None:
-            raise PermanentError(
-                f"integration {row.id} has type {row.type!r}, which this worker does not know"
-            )
+            raise PermanentError(f"integration {row.id} has type {row.type!r}, which this worker does not know")
         try:
             config = integration.config.model_validate(self.secrets.open(row.config))
         except ValidationError as exc:
-            raise PermanentError(
-                f"integration {row.id} has an invalid config: {_validation_summary(exc)}"
-            ) from None
+            raise PermanentError(f"integration {row.id} has an invalid config: {_validation_summary(exc)}") from None
         except SecretDecryptError as exc:
             raise PermanentError(f"integration {row.id}: {exc}") from None
         record = IntegrationRecord(row, config)
@@ -177,6 +173,26 @@ class Runtime:
             load_integration=self.integration,
         )
 
+    def background_context(self, type_: str, record: IntegrationRecord | None) -> BackgroundContext:
+        return BackgroundContext(
+            type_=type_,
+            integration=record,
+            settings=self.integration_settings.get(type_),
+            runtime_settings=self.settings,
+            pool=self.pool,
+            http=self.http,
+            secrets=self.secrets,
+            cache=self.caches.setdefault(type_, TTLCache()),
+            log=get_logger(type=type_, integration_id=record.id if record else None),
+            publish=self.publish_envelope,
+        )
+
+    async def publish_envelope(self, envelope: Envelope) -> None:
+        """Onto the incoming exchange, confirmed (raises BrokerUnavailable)."""
+        await self.broker.publish(
+            self.topology.incoming, envelope.routing_key, dumps_envelope(envelope), message_id=envelope.id
+        )
+
     # --- committing outside the worker (install, OAuth) ----------------------------------------------------
 
     async def commit(self, staged: Staged, *, conn: Conn | None = None) -> None:
@@ -211,9 +227,7 @@ class Runtime:
                         correlation_id=item.correlation_id,
                     )
         except BrokerUnavailable as exc:
-            self.log.warning(
-                "result events left in the outbox for the relay", error=str(exc), count=len(items)
-            )
+            self.log.warning("result events left in the outbox for the relay", error=str(exc), count=len(items))
             return False
         await store.delete_outbox(self.pool, [i.id for i in items])
         return True

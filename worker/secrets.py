@@ -12,6 +12,8 @@ it loads one, so integrations never handle ciphertext.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime
+from enum import Enum
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -77,7 +79,9 @@ class SecretBox:
 
     def reseal(self, stored: dict[str, Any]) -> dict[str, Any]:
         """Stored JSON with every encrypted value re-encrypted under the primary key."""
-        resealed: dict[str, Any] = _walk(stored, lambda value: self.rotate(value) if self.is_encrypted(value) else value)
+        resealed: dict[str, Any] = _walk(
+            stored, lambda value: self.rotate(value) if self.is_encrypted(value) else value
+        )
         return resealed
 
     def _seal_value(self, value: Any) -> Any:
@@ -103,9 +107,6 @@ def _walk(value: Any, leaf: Any) -> Any:
 
 
 def _jsonable(value: Any) -> Any:
-    from datetime import date, datetime
-    from enum import Enum
-
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Enum):

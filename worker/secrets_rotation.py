@@ -15,17 +15,13 @@ async def rotate_all(runtime: Runtime) -> dict[str, int]:
         for record in await conn.fetch("SELECT id, config FROM integrations FOR UPDATE"):
             resealed = box.reseal(record["config"])
             if resealed != record["config"]:
-                await conn.execute(
-                    "UPDATE integrations SET config = $2 WHERE id = $1", record["id"], resealed
-                )
+                await conn.execute("UPDATE integrations SET config = $2 WHERE id = $1", record["id"], resealed)
                 counts["integrations"] += 1
         for record in await conn.fetch(
             "SELECT id, access_token, refresh_token, config FROM integration_user_link FOR UPDATE"
         ):
             access = box.rotate(record["access_token"]) if record["access_token"] else record["access_token"]
-            refresh = (
-                box.rotate(record["refresh_token"]) if record["refresh_token"] else record["refresh_token"]
-            )
+            refresh = box.rotate(record["refresh_token"]) if record["refresh_token"] else record["refresh_token"]
             config = box.reseal(record["config"])
             if (access, refresh, config) != (
                 record["access_token"],

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A development-only key so `integration-worker run` works out of the box. Production
 # (`IW_ENV=production`) refuses to start with it.
-DEV_SECRET_KEY = "ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="  # base64 of 32 bytes
+DEV_SECRET_KEY = "ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="  # noqa: S105 - public on purpose, refused in production
 DEV_SIGNING_KEY = "dev-only-signing-key-do-not-use-in-production"
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,40}$")
@@ -33,9 +33,7 @@ class Settings(BaseSettings):
 
     http_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
     http_port: int = 8000
-    worker_metrics_port: int = Field(
-        default=9101, description="`/metrics` of a worker started alone; 0: off."
-    )
+    worker_metrics_port: int = Field(default=9101, description="`/metrics` of a worker started alone; 0: off.")
     public_url: str = Field(default="http://localhost:8000", description="The ingress as providers reach it.")
     platform_url: str = Field(default="http://localhost:3000", description="The platform's web app.")
 
@@ -43,38 +41,26 @@ class Settings(BaseSettings):
         default_factory=lambda: [SecretStr(DEV_SECRET_KEY)],
         description="Fernet keys, comma-separated; the first encrypts, all decrypt (rotation).",
     )
-    signing_key: SecretStr = Field(
-        default=SecretStr(DEV_SIGNING_KEY), description="Signs OAuth state and links."
-    )
+    signing_key: SecretStr = Field(default=SecretStr(DEV_SIGNING_KEY), description="Signs OAuth state and links.")
     admin_token: SecretStr | None = Field(default=None, description="Bearer token for the admin HTTP API.")
     service_token: SecretStr | None = Field(default=None, description="Bearer token for agent tool calls.")
 
     concurrency: int = Field(default=64, ge=1, description="Handlers in flight per worker process.")
     prefetch: int = Field(default=512, ge=1, description="Unacknowledged deliveries per worker process.")
     commit_batch: int = Field(default=500, ge=1, description="Most outcomes committed in one transaction.")
-    handler_timeout: float = Field(
-        default=60.0, gt=0, description="Seconds before a handler counts as failed."
-    )
-    shutdown_grace: float = Field(
-        default=30.0, ge=0, description="Seconds to finish in-flight work on SIGTERM."
-    )
+    handler_timeout: float = Field(default=60.0, gt=0, description="Seconds before a handler counts as failed.")
+    shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds to finish in-flight work on SIGTERM.")
     retry_delays: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [2.0, 10.0, 60.0, 300.0, 1800.0],
         description="Seconds before each retry; the number of entries is the number of retries.",
     )
     retry_jitter: float = Field(default=0.2, ge=0, le=1, description="Up to this fraction added to a delay.")
-    delivery_limit: int = Field(
-        default=50, ge=2, description="Quorum-queue backstop: deliveries before parking."
-    )
+    delivery_limit: int = Field(default=50, ge=2, description="Quorum-queue backstop: deliveries before parking.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="Default webhook body limit.")
-    body_limits: dict[str, int] = Field(
-        default_factory=dict, description='Per type, JSON: {"github": 26214400}'
-    )
+    body_limits: dict[str, int] = Field(default_factory=dict, description='Per type, JSON: {"github": 26214400}')
     inbox_retention_days: float = Field(default=30.0, gt=0, description="Days processed ids are remembered.")
     outbox_relay_interval: float = Field(default=5.0, gt=0)
-    registry: str = Field(
-        default="integrations.registry:REGISTRY", description="module:attribute of the registry"
-    )
+    registry: str = Field(default="integrations.registry:REGISTRY", description="module:attribute of the registry")
 
     @field_validator("secret_keys", mode="before")
     @classmethod

@@ -8,12 +8,22 @@ from typing import Any
 
 import asyncpg
 
-from worker.db import Conn, Queryable
-
 from schemas.rows import IntegrationRow
 from worker.context import LogEntry, OutboxItem
+from worker.db import Conn, Queryable
 
 INTEGRATION_COLUMNS = "id, team_id, external_team_id, name, type, config, status, created_at, updated_at"
+
+
+_ALIASED_COLUMNS = ", ".join(f"i.{column}" for column in INTEGRATION_COLUMNS.split(", "))
+_INTEGRATIONS_FOR = f"""
+    SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = ANY($1::text[])
+    UNION ALL
+    SELECT {_ALIASED_COLUMNS} FROM integrations i
+      JOIN unnest($2::text[], $3::text[]) AS k(type, ext) ON i.type = k.type AND i.external_team_id = k.ext
+    UNION ALL
+    SELECT {_ALIASED_COLUMNS} FROM integrations i
+      JOIN unnest($4::text[], $5::text[]) AS k(type, team) ON i.type = k.type AND i.team_id = k.team"""  # noqa: S608
 
 
 def integration_row(record: asyncpg.Record) -> IntegrationRow:
@@ -28,13 +38,7 @@ async def integrations_for(
 ) -> list[IntegrationRow]:
     """Integrations by id, by (type, external team id) and by (type, team id), in one round trip."""
     records = await conn.fetch(
-        f"""SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = ANY($1::text[])
-            UNION ALL
-            SELECT i.{INTEGRATION_COLUMNS.replace(", ", ", i.")} FROM integrations i
-              JOIN unnest($2::text[], $3::text[]) AS k(type, ext) ON i.type = k.type AND i.external_team_id = k.ext
-            UNION ALL
-            SELECT i.{INTEGRATION_COLUMNS.replace(", ", ", i.")} FROM integrations i
-              JOIN unnest($4::text[], $5::text[]) AS k(type, team) ON i.type = k.type AND i.team_id = k.team""",
+        _INTEGRATIONS_FOR,
         list(ids),
         [t for t, _ in external],
         [e for _, e in external],

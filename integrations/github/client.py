@@ -52,13 +52,9 @@ def headers(token: str) -> dict[str, str]:
 def app_jwt(settings: GithubSettings, *, now: float | None = None) -> str:
     pem = settings.pem()
     if not settings.app_id or not pem:
-        raise PermanentError(
-            "GitHub App credentials are not configured (IW_GITHUB_APP_ID, IW_GITHUB_PRIVATE_KEY)"
-        )
+        raise PermanentError("GitHub App credentials are not configured (IW_GITHUB_APP_ID, IW_GITHUB_PRIVATE_KEY)")
     issued = int(now if now is not None else time.time())
-    return jwt.encode(
-        {"iat": issued - 60, "exp": issued + 540, "iss": settings.app_id}, pem, algorithm="RS256"
-    )
+    return jwt.encode({"iat": issued - 60, "exp": issued + 540, "iss": settings.app_id}, pem, algorithm="RS256")
 
 
 async def installation_token(ctx: Context, installation_id: int) -> str:

@@ -53,9 +53,7 @@ def set_status(ctx: Context, status: IntegrationStatus, reason: str) -> None:
             reason=reason,
         )
     )
-    ctx.record(
-        "warning" if status != "active" else "info", "status_changed", f"GitHub App installation {reason}"
-    )
+    ctx.record("warning" if status != "active" else "info", "status_changed", f"GitHub App installation {reason}")
 
 
 async def on_installation(ctx: Context) -> None:
@@ -69,9 +67,7 @@ async def on_installation(ctx: Context) -> None:
     if event.action == "created" and event.repositories is not None:
         replace_repositories(ctx, ctx.integration.id, event.repositories)
     elif event.action == "deleted":
-        ctx.db.write(
-            "DELETE FROM github_repositories WHERE team_id = $1 AND integration_id = $2", ctx.integration.id
-        )
+        ctx.db.write("DELETE FROM github_repositories WHERE team_id = $1 AND integration_id = $2", ctx.integration.id)
 
 
 async def on_installation_repositories(ctx: Context) -> None:
@@ -96,9 +92,7 @@ async def validate(ctx: Context) -> None:
         await app_api(ctx, "GET", f"/app/installations/{config.installation_id}")
     except ProviderError as exc:
         if exc.status == 404:
-            raise InstallRejected(
-                f"GitHub has no installation {config.installation_id} of this App"
-            ) from None
+            raise InstallRejected(f"GitHub has no installation {config.installation_id} of this App") from None
         raise InstallRejected(f"GitHub refused the check (HTTP {exc.status})") from None
     except PermanentError as exc:  # the App's credentials are not configured
         raise InstallRejected(str(exc)) from None

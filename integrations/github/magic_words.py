@@ -20,9 +20,7 @@ PROGRESS_WORDS = (
 REVIEW_STATUSES = ("review_requested", "reviewed", "changes_requested", "approved")
 
 _PATTERN = re.compile(
-    r"\b("
-    + "|".join(re.escape(w) for w in (*CLOSE_WORDS, *PROGRESS_WORDS))
-    + r")\b\s+([A-Z][A-Z0-9]{1,10})-(\d+)",
+    r"\b(" + "|".join(re.escape(w) for w in (*CLOSE_WORDS, *PROGRESS_WORDS)) + r")\b\s+([A-Z][A-Z0-9]{1,10})-(\d+)",
     re.IGNORECASE,
 )
 

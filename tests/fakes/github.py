@@ -98,7 +98,11 @@ def build_app(state: FakeGitHubState) -> Starlette:
         installation_id = installation_of(request)
         if installation_id is None:
             return JSONResponse({"message": "Bad credentials"}, 401)
-        owner, repo, number = request.path_params["owner"], request.path_params["repo"], request.path_params["n"]
+        owner, repo, number = (
+            request.path_params["owner"],
+            request.path_params["repo"],
+            request.path_params["n"],
+        )
         if request.method == "GET":
             found = [c for c in state.comments if c["repository"] == f"{owner}/{repo}" and c["number"] == int(number)]
             return JSONResponse(found)

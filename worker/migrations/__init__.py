@@ -16,7 +16,6 @@ from pathlib import Path
 import asyncpg
 
 from worker.db import Conn
-
 from worker.logging import get_logger
 
 CORE_DIR = Path(__file__).parent
@@ -77,8 +76,7 @@ async def apply(conn: Conn, schema: str, migrations: Sequence[Migration]) -> lis
                    PRIMARY KEY (component, version))"""
         )
         done = {
-            (r["component"], r["version"])
-            for r in await conn.fetch("SELECT component, version FROM schema_migrations")
+            (r["component"], r["version"]) for r in await conn.fetch("SELECT component, version FROM schema_migrations")
         }
         for migration in migrations:
             if (migration.component, migration.version) in done:
