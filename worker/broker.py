@@ -124,7 +124,8 @@ async def declare(channel: AbstractChannel, topology: Topology) -> None:
             durable=True,
             arguments={"x-queue-type": "classic", "x-dead-letter-exchange": t.incoming},
         )
-        await retry_q.bind(retry_x, "", arguments={"x-match": "all", "x-retry-delay": t.delay_label(delay)})
+        # Headers whose names start with "x-" are ignored by a headers exchange's matching.
+        await retry_q.bind(retry_x, "", arguments={"x-match": "all", "retry-delay": t.delay_label(delay)})
 
     unrouted_x = await channel.declare_exchange(t.results_unrouted, ExchangeType.FANOUT, durable=True)
     unrouted_q = await channel.declare_queue(t.results_unrouted, durable=True, arguments={"x-queue-type": "classic"})
@@ -185,7 +186,7 @@ class Broker:
     async def channel(self, *, prefetch: int | None = None, confirms: bool = True) -> AbstractChannel:
         if self._connection is None:
             raise BrokerUnavailable("not connected")
-        channel = await self._connection.channel(publisher_confirms=confirms, on_return_raises=True)
+        channel = await self._connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
         if prefetch is not None:
             await channel.set_qos(prefetch_count=prefetch)
         return channel

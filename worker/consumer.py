@@ -198,14 +198,16 @@ class Worker:
             try:
                 delivery.envelope = Envelope.model_validate_json(delivery.message.body)
             except ValidationError as exc:
-                self._spawn(self._park_poison(delivery, f"not a valid envelope: {_validation_summary(exc)}"))
+                self._spawn(delivery, self._park_poison(delivery, f"not a valid envelope: {_validation_summary(exc)}"))
                 continue
             if delivery.envelope.type != delivery.queue_type:
-                self._spawn(self._park_poison(delivery, f"type {delivery.envelope.type!r} on the wrong queue"))
+                self._spawn(
+                    delivery, self._park_poison(delivery, f"type {delivery.envelope.type!r} on the wrong queue")
+                )
                 continue
             waiting = self._inflight.get(delivery.envelope.id)
             if waiting is not None:  # the same id is being handled right now
-                self._spawn(self._after(waiting, delivery))
+                self._spawn(delivery, self._after(waiting, delivery))
                 continue
             self._inflight[delivery.envelope.id] = asyncio.get_running_loop().create_future()
             delivery.owns_inflight = True
@@ -229,7 +231,7 @@ class Worker:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             failure = classify(exc)
             for delivery in ready:
-                self._spawn(self._fail(delivery, failure))
+                self._spawn(delivery, self._fail(delivery, failure))
             return
         by_id = {r.id: r for r in rows}
         by_external = {(r.type, r.external_team_id): r for r in rows if r.external_team_id}
@@ -240,7 +242,7 @@ class Worker:
             envelope = delivery.envelope
             assert envelope is not None
             if envelope.id in done:
-                self._spawn(self._duplicate(delivery))
+                self._spawn(delivery, self._duplicate(delivery))
                 continue
             row: IntegrationRow | None
             if envelope.integration_id:
@@ -253,6 +255,7 @@ class Worker:
                 if len(candidates) > 1:
                     row = None
                     self._spawn(
+                        delivery,
                         self._fail(
                             delivery,
                             Failure(
@@ -260,12 +263,12 @@ class Worker:
                                 f"team {envelope.team_id} has {len(candidates)} {envelope.type} integrations; "
                                 "say which with integration_id",
                             ),
-                        )
+                        ),
                     )
                     continue
             else:
                 row = None
-            self._spawn(self._run(delivery, row))
+            self._spawn(delivery, self._run(delivery, row))
 
     # --- running ---------------------------------------------------------------------------------------
 
@@ -360,7 +363,7 @@ class Worker:
                     dumps_envelope(envelope.next_attempt()),
                     message_id=envelope.id,
                     headers={
-                        "x-retry-delay": self.runtime.topology.delay_label(delay),
+                        "retry-delay": self.runtime.topology.delay_label(delay),
                         "x-last-error": failure.reason[:_MAX_ERROR],
                     },
                     expiration_ms=expiration,
@@ -530,7 +533,7 @@ class Worker:
                     await self._finish(item.delivery, "parked", reason=item.reason, log_row="not written")
                 else:
                     item.delivery.staged = Staged()
-                    self._spawn(self._fail(item.delivery, failure))
+                    self._spawn(item.delivery, self._fail(item.delivery, failure))
             return
         settled = [item for item in batch if id(item) not in raced and id(item) not in refused]
         await self.runtime.publish_outbox(
@@ -542,7 +545,7 @@ class Worker:
             elif id(item) in refused:
                 item.delivery.staged = Staged()
                 attempts = (item.delivery.envelope.attempt if item.delivery.envelope else 0) + 1
-                self._spawn(self._park(item.delivery, refused[id(item)], attempts))
+                self._spawn(item.delivery, self._park(item.delivery, refused[id(item)], attempts))
             elif id(item) in raced:  # another worker committed this id first
                 await self._duplicate(item.delivery)
             elif item.outcome == "parked":
@@ -647,8 +650,20 @@ class Worker:
             except Exception as exc:
                 self.log.warning("inbox prune failed", error=redact(str(exc)))
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
+    def _spawn(self, delivery: Delivery, coro: Any) -> None:
+        """Run `coro` for `delivery`; if the worker's own code fails, the message goes back to the
+        queue (and a crash loop ends parked by the queue's delivery limit), never stranded."""
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("internal error; message returned to the queue", event_id=_event_id(delivery))
+                await self._finish(delivery, None, requeue=True)
+
+        task = asyncio.create_task(guarded())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -661,6 +676,10 @@ def _describe(envelope: Envelope) -> str:
     if envelope.team_id:
         return f"{envelope.type} team_id={envelope.team_id}"
     return f"{envelope.routing_key} (no integration_id, external_team_id or team_id)"
+
+
+def _event_id(delivery: Delivery) -> str | None:
+    return delivery.envelope.id if delivery.envelope else delivery.message.message_id
 
 
 def _team(delivery: Delivery) -> str | None:

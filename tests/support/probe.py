@@ -1,0 +1,50 @@
+"""A tiny integration for exercising the runtime where GitHub cannot: staged writes the database
+refuses, slow handlers, events."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from integrations.registry import REGISTRY
+from schemas.events import EventData
+from worker.context import Context
+from worker.integration import Action, Integration, Registry
+
+
+class ProbeWritten(EventData):
+    EVENT: ClassVar[str] = "probe.written"
+    key: str
+    value: int
+
+
+class WriteInput(BaseModel):
+    key: str
+    value: int
+    sleep: float = 0.0
+
+
+class WriteOutput(BaseModel):
+    key: str
+
+
+async def write(ctx: Context, request: WriteInput) -> WriteOutput:
+    if request.sleep:
+        await asyncio.sleep(request.sleep)
+    ctx.db.write("INSERT INTO probe_rows (team_id, key, value) VALUES ($1, $2, $3)", request.key, request.value)
+    ctx.emit(ProbeWritten(key=request.key, value=request.value))
+    return WriteOutput(key=request.key)
+
+
+probe = Integration(
+    type="probe",
+    name="Probe",
+    description="Test integration.",
+    actions=[Action("write", "Write a row.", WriteInput, WriteOutput, write)],
+    migrations=Path(__file__).with_name("probe_migrations"),
+)
+
+PROBE_REGISTRY = Registry([*[i for i in REGISTRY if i.type != "integration"], probe])

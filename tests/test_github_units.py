@@ -1,0 +1,74 @@
+"""GitHub's pure parts: published signature vectors, magic words, review status."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from integrations.github import magic_words
+from integrations.github.payloads import PullRequest
+from integrations.github.pull_requests import review_status
+from integrations.github.verify import signature, signature_matches
+
+
+@pytest.mark.parametrize(
+    ("secret", "payload", "expected"),
+    [
+        # G1: GitHub docs, "Testing the webhook payload validation"
+        ("It's a Secret to Everybody", b"Hello, World!",
+         "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"),
+        # G2: octokit/webhooks-methods sign test
+        ("mysecret", b'{"foo":"bar"}', "sha256=4864d2759938a15468b5df9ade20bf161da9b4f737ea61794142f3484236bda3"),
+        # G3: the same object as GitHub sends it (indented, trailing newline): other bytes, other signature
+        ("mysecret", (json.dumps({"foo": "bar"}, indent=2) + "\n").encode(),
+         "sha256=e3eccac34c43c7dc1cbb905488b1b81347fcc700a7b025697a9d07862256023f"),
+    ],
+)  # fmt: skip
+def test_published_github_signature_vectors(secret: str, payload: bytes, expected: str) -> None:
+    assert signature(secret.encode(), payload) == expected
+    assert signature_matches(secret.encode(), payload, expected)
+    assert not signature_matches(secret.encode(), payload + b" ", expected)
+
+
+@pytest.mark.parametrize("header", [None, "", "sha256=", "sha1=abc", "sha256=" + "0" * 64, "garbage\u00e9"])
+def test_wrong_or_malformed_signatures_do_not_match(header: str | None) -> None:
+    assert not signature_matches(b"secret", b"{}", header)
+
+
+def _extract(
+    title: str, body: str = "", *, merged: bool = False, status: str = "pending", reviewers: bool = False
+) -> list[tuple[str, str]]:
+    return [
+        (a.task_ref, a.status)
+        for a in magic_words.extract(title, body, merged=merged, review_status=status, has_reviewers=reviewers)
+    ]
+
+
+def test_magic_words_keep_the_prefix_and_follow_mimrai_statuses() -> None:
+    assert _extract("Fixes ABC-12", "refs xy-3, and closes ABC-13") == [
+        ("ABC-12", "in_progress"),
+        ("XY-3", "in_progress"),
+        ("ABC-13", "in_progress"),
+    ]
+    assert _extract("Fixes ABC-12", merged=True) == [("ABC-12", "done")]
+    assert _extract("refs ABC-12", merged=True) == [("ABC-12", "in_progress")]  # progress words never close
+    assert _extract("Resolves ABC-12", status="review_requested") == [("ABC-12", "review")]
+    assert _extract("implements ABC-12", reviewers=True) == [("ABC-12", "review")]
+    assert _extract("Fixes ABC-12 and fixes ABC-12") == [("ABC-12", "in_progress")]
+    assert _extract("prefixes ABC-12 / fixesABC-12 / fixes A-1 / fixes ABCDEFGHIJKL-1") == []
+
+
+def _pr(**fields: object) -> PullRequest:
+    base: dict[str, object] = {
+        "id": 1, "number": 1, "title": "t", "state": "open", "html_url": "u", "updated_at": "2026-11-20T00:00:00Z",
+    }  # fmt: skip
+    return PullRequest.model_validate({**base, **fields})
+
+
+def test_review_status_derivation() -> None:
+    assert review_status(_pr(merged=True, state="closed")) == "approved"
+    assert review_status(_pr(state="closed")) == "closed"
+    assert review_status(_pr(draft=True, requested_reviewers=[{"login": "a", "id": 2}])) == "pending"
+    assert review_status(_pr(requested_reviewers=[{"login": "a", "id": 2}])) == "review_requested"
+    assert review_status(_pr()) == "pending"

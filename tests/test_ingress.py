@@ -1,0 +1,123 @@
+"""The ingress as a provider sees it: clear answers for every kind of bad request."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from integrations.github.verify import signature
+from tests.conftest import GITHUB_WEBHOOK_SECRET, eventually, pull_request_payload, queue_depth, signed_github
+from worker.ingress import create_app
+from worker.runtime import Runtime
+
+
+async def test_unknown_type_is_404(ingress: httpx.AsyncClient) -> None:
+    response = await ingress.post("/webhooks/jira", content=b"{}")
+    assert response.status_code == 404
+    assert "unknown integration type" in response.json()["error"]
+
+
+async def test_body_over_the_types_limit_is_413_before_anything_else(runtime: Runtime) -> None:
+    runtime.settings.body_limits["github"] = 1000
+    app = create_app(runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as client:
+        body, headers = signed_github("pull_request", {**pull_request_payload(), "padding": "x" * 2000})
+        response = await client.post("/webhooks/github", content=body, headers=headers)
+    assert response.status_code == 413
+    assert "1000 bytes" in response.json()["error"]
+    assert await queue_depth(runtime, runtime.topology.queue("github")) == 0
+
+
+async def test_github_accepts_large_payloads_by_default(ingress: httpx.AsyncClient, runtime: Runtime) -> None:
+    body, headers = signed_github("push", {"installation": {"id": 4242}, "commits": ["x" * 1000] * 3000})  # ~3 MB
+    response = await ingress.post("/webhooks/github", content=body, headers=headers)
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "message"),
+    [
+        (lambda h: h.pop("X-Hub-Signature-256"), 401, "X-Hub-Signature-256"),
+        (lambda h: h.update({"X-Hub-Signature-256": "sha256=abc"}), 401, "X-Hub-Signature-256"),  # wrong length
+        (lambda h: h.update({"X-Hub-Signature-256": "sha256=\xe9".encode("latin-1")}), 401, "X-Hub-Signature-256"),
+        (lambda h: h.pop("X-GitHub-Delivery"), 400, "X-GitHub-Delivery"),
+        (lambda h: h.pop("X-GitHub-Event"), 400, "X-GitHub-Event"),
+    ],
+)
+async def test_bad_github_requests_get_clear_errors(
+    ingress: httpx.AsyncClient, runtime: Runtime, mutate: object, status: int, message: str
+) -> None:
+    body, headers = signed_github("pull_request", pull_request_payload())
+    mutate(headers)  # type: ignore[operator]
+    response = await ingress.post("/webhooks/github", content=body, headers=headers)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+    assert await queue_depth(runtime, runtime.topology.queue("github")) == 0
+
+
+async def test_signed_but_not_json_is_400(ingress: httpx.AsyncClient) -> None:
+    body = b"not json {"
+    _, headers = signed_github("issues", {})
+    headers["X-Hub-Signature-256"] = signature(GITHUB_WEBHOOK_SECRET.encode(), body)
+    response = await ingress.post("/webhooks/github", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json() == {"error": "body is not JSON"}
+
+
+async def test_ping_is_answered_without_publishing(ingress: httpx.AsyncClient, runtime: Runtime) -> None:
+    body, headers = signed_github("ping", {"zen": "Keep it logically awesome.", "hook_id": 1})
+    response = await ingress.post("/webhooks/github", content=body, headers=headers)
+    assert response.status_code == 200
+    assert response.json()["status"] == "pong"
+    assert await queue_depth(runtime, runtime.topology.queue("github")) == 0
+
+
+async def test_without_a_webhook_secret_every_github_webhook_is_refused(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("IW_GITHUB_WEBHOOK_SECRET")
+    closed = Runtime(runtime.settings, runtime.registry)
+    app = create_app(closed)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as client:
+        body, headers = signed_github("pull_request", pull_request_payload())
+        response = await client.post("/webhooks/github", content=body, headers=headers)
+    await closed.http.aclose()
+    assert response.status_code == 401
+    assert "IW_GITHUB_WEBHOOK_SECRET" in response.json()["error"]
+
+
+async def test_broker_down_is_503_and_readyz_says_so(runtime: Runtime, ingress: httpx.AsyncClient) -> None:
+    assert (await ingress.get("/readyz")).json() == {"status": "ready", "broker": True, "database": True}
+    await runtime.broker.close()
+
+    body, headers = signed_github("pull_request", pull_request_payload())
+    response = await ingress.post("/webhooks/github", content=body, headers=headers)
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert "broker unavailable" in response.json()["error"]
+    ready = await ingress.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["broker"] is False
+    assert (await ingress.get("/healthz")).status_code == 200
+    await runtime.broker.connect()  # for the teardown
+
+
+async def test_metrics_count_webhooks_by_type_and_status(ingress: httpx.AsyncClient) -> None:
+    body, headers = signed_github("pull_request", pull_request_payload(), secret="wrong")
+    await ingress.post("/webhooks/github", content=body, headers=headers)
+
+    metrics = (await ingress.get("/metrics")).text
+
+    assert 'iw_webhooks_received_total{status="401",type="github"}' in metrics
+
+
+async def test_accepted_webhook_waits_on_the_queue_until_a_worker_takes_it(
+    ingress: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    body, headers = signed_github("pull_request", pull_request_payload())
+    assert (await ingress.post("/webhooks/github", content=body, headers=headers)).status_code == 202
+
+    async def depth_is_one() -> bool:
+        return await queue_depth(runtime, runtime.topology.queue("github")) == 1
+
+    assert await eventually(depth_is_one)

@@ -1,0 +1,112 @@
+"""The service as processes: killed mid-flight, stopped with SIGTERM, run as one command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+
+from tests.conftest import TEAM, eventually, pull_request_payload, queue_depth, signed_github
+from tests.fakes.github import FakeGitHubState
+from tests.helpers import publish, spawn_worker
+from worker.consumer import Worker
+from worker.runtime import Runtime
+
+COMMENT = {"repository": "acme/app", "issue_number": 7, "body": "Deployed."}
+
+
+async def _wait_started(github: FakeGitHubState, timeout: float = 20) -> None:
+    started = await asyncio.to_thread(github.comment_started.wait, timeout)
+    assert started, "the worker never called GitHub"
+
+
+async def test_killing_the_worker_mid_flight_loses_nothing_and_repeats_nothing(
+    runtime: Runtime, github: FakeGitHubState, github_integration: object, env: dict[str, str]
+) -> None:
+    github.comment_delay = 5.0  # GitHub has the comment; the worker dies before hearing back
+    process = spawn_worker(env)
+    try:
+        envelope = await publish(runtime, "github", "command", "comment", COMMENT, team_id=TEAM)
+        await _wait_started(github)
+        process.kill()
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert await runtime.pool.fetchval("SELECT count(*) FROM processed_events") == 0  # nothing was committed
+    github.comment_delay = 0
+
+    survivor = Worker(runtime)
+    await survivor.start()
+    try:
+        await eventually(lambda: runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", envelope.id))
+        await survivor.wait_idle()
+    finally:
+        await survivor.stop()
+    assert len(github.comments) == 1  # the redelivered command found its own comment
+    assert await queue_depth(runtime, runtime.topology.queue("github")) == 0
+
+
+async def test_sigterm_lets_the_handler_in_flight_finish_then_exits(
+    runtime: Runtime, github: FakeGitHubState, github_integration: object, env: dict[str, str]
+) -> None:
+    github.comment_delay = 1.5
+    process = spawn_worker(env)
+    try:
+        envelope = await publish(runtime, "github", "command", "comment", COMMENT, team_id=TEAM)
+        await _wait_started(github)
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 30)
+        output = process.stdout.read() if process.stdout else ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, output
+    assert await runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", envelope.id) == 1
+    assert await queue_depth(runtime, runtime.topology.queue("github")) == 0  # acknowledged, not requeued
+    assert len(github.comments) == 1
+    assert '"outcome":"success"' in output and "worker stopped" in output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_run_serves_webhooks_and_handles_them_in_one_process(
+    runtime: Runtime, github: FakeGitHubState, github_integration: object, env: dict[str, str]
+) -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "run"],
+        env={**os.environ, **env, "IW_HTTP_HOST": "127.0.0.1", "IW_HTTP_PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+            async def ready() -> bool:
+                try:
+                    return (await client.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(ready, timeout=30, interval=0.2)
+            body, headers = signed_github("pull_request", pull_request_payload())
+            response = await client.post("/webhooks/github", content=body, headers=headers)
+            assert response.status_code == 202
+            await eventually(lambda: runtime.pool.fetchval("SELECT count(*) FROM github_pull_requests"))
+            assert "iw_webhooks_received_total" in (await client.get("/metrics")).text
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

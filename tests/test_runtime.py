@@ -1,0 +1,155 @@
+"""Runtime guarantees that are not about one provider."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import aio_pika
+import asyncpg
+import pytest
+
+from tests.conftest import Results, eventually, queue_depth, teardown
+from tests.helpers import cli, publish
+from tests.support.probe import PROBE_REGISTRY
+from worker import migrations
+from worker.consumer import Worker
+from worker.install import InstallRequest, install
+from worker.runtime import Runtime
+from worker.settings import Settings
+
+TEAM = "team-probe"
+
+
+@pytest.fixture
+async def probe_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    rt = Runtime(settings, PROBE_REGISTRY)
+    await rt.start()
+    await install(rt, InstallRequest("probe", TEAM, {}))
+    try:
+        yield rt
+    finally:
+        await teardown(rt)
+
+
+@pytest.fixture
+async def probe_worker(probe_runtime: Runtime) -> AsyncIterator[Worker]:
+    worker = Worker(probe_runtime)
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+
+
+async def test_a_write_the_database_refuses_parks_that_message_alone(
+    probe_runtime: Runtime, probe_worker: Worker, env: dict[str, str]
+) -> None:
+    good = [
+        await publish(probe_runtime, "probe", "command", "write", {"key": f"k{i}", "value": i}, team_id=TEAM)
+        for i in range(5)
+    ]
+    bad = await publish(probe_runtime, "probe", "command", "write", {"key": "bad", "value": -1}, team_id=TEAM)
+
+    await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 5 FROM probe_rows"))
+    log = await eventually(
+        lambda: probe_runtime.pool.fetchrow("SELECT message FROM integration_logs WHERE event_id = $1", bad.id)
+    )
+    assert "CheckViolation" in log["message"]
+    done = await probe_runtime.pool.fetch("SELECT id FROM processed_events")
+    assert {r["id"] for r in done} == {e.id for e in good}
+
+
+async def test_events_of_a_run_are_published_once_with_stable_ids(
+    probe_runtime: Runtime, probe_worker: Worker, results: Results
+) -> None:
+    envelope = await publish(probe_runtime, "probe", "command", "write", {"key": "a", "value": 1}, team_id=TEAM)
+    events = await results.wait_for("probe.written")
+    assert events[0]["causation_id"] == envelope.id and events[0]["data"] == {"key": "a", "value": 1}
+    assert await probe_runtime.pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_outbox_leftovers_are_relayed(probe_runtime: Runtime, probe_worker: Worker, results: Results) -> None:
+    # As if a worker crashed after committing and before publishing.
+    body = json.dumps({"event": "probe.written", "id": "left-behind"}).encode()
+    await probe_runtime.pool.execute(
+        "INSERT INTO outbox (id, exchange, routing_key, body, created_at)"
+        " VALUES ($1, $2, $3, $4, now() - interval '1 minute')",
+        "left-behind",
+        probe_runtime.topology.results,
+        "probe.written",
+        body,
+    )
+    found = await results.wait_for("probe.written")
+    assert found[0]["id"] == "left-behind"
+    await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 0 FROM outbox"))
+
+
+async def test_a_message_that_is_not_an_envelope_is_parked(
+    probe_runtime: Runtime, probe_worker: Worker, env: dict[str, str]
+) -> None:
+    connection = await aio_pika.connect(probe_runtime.settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(probe_runtime.topology.incoming)
+        await exchange.publish(aio_pika.Message(b"{not json", message_id="poison-1"), "probe.command.write")
+
+    async def parked() -> list[dict[str, object]]:
+        return [p for p in json.loads(cli(env, "dead", "list", "--json").stdout) if p["id"] == "poison-1"]
+
+    found = await eventually(parked, timeout=20, interval=0.3)
+    assert "not a valid envelope" in str(found[0]["error"]) and found[0]["raw"] == "{not json"
+
+
+async def test_an_unroutable_command_is_kept_on_the_parking_queue(probe_runtime: Runtime, env: dict[str, str]) -> None:
+    connection = await aio_pika.connect(probe_runtime.settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(probe_runtime.topology.incoming)
+        await exchange.publish(aio_pika.Message(b"{}", message_id="nowhere-1"), "jira.command.create_issue")
+    parked = json.loads(cli(env, "dead", "list", "--json").stdout)
+    assert parked[0]["id"] == "nowhere-1" and "unroutable" in parked[0]["error"]
+
+
+async def test_in_flight_work_is_bounded_by_concurrency(probe_runtime: Runtime) -> None:
+    worker = Worker(probe_runtime, concurrency=2)
+    await worker.start()
+    try:
+        for i in range(6):
+            await publish(
+                probe_runtime, "probe", "command", "write", {"key": f"s{i}", "value": i, "sleep": 0.3}, team_id=TEAM
+            )
+        await asyncio.sleep(0.45)
+        assert await probe_runtime.pool.fetchval("SELECT count(*) FROM probe_rows") <= 2
+        await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 6 FROM probe_rows"))
+    finally:
+        await worker.stop()
+
+
+async def test_worker_consumes_only_its_types(probe_runtime: Runtime) -> None:
+    worker = Worker(probe_runtime, types=["github"])
+    await worker.start()
+    try:
+        await publish(probe_runtime, "probe", "command", "write", {"key": "x", "value": 1}, team_id=TEAM)
+        await asyncio.sleep(0.5)
+        assert await queue_depth(probe_runtime, probe_runtime.topology.queue("probe")) == 1
+    finally:
+        await worker.stop()
+    with pytest.raises(ValueError, match="unknown integration types: jira"):
+        Worker(probe_runtime, types=["jira"])
+
+
+async def test_migrations_started_by_many_processes_at_once_apply_once(settings: Settings) -> None:
+    schema = settings.database_schema
+    pending = migrations.all_migrations(PROBE_REGISTRY.migration_dirs())
+    connections = [await asyncpg.connect(settings.database_url.get_secret_value()) for _ in range(4)]
+    try:
+        applied = await asyncio.gather(*(migrations.apply(c, schema, pending) for c in connections))
+        assert sorted(len(a) for a in applied) == [0, 0, 0, len(pending)]
+        rows = await connections[0].fetchval(f'SELECT count(*) FROM "{schema}".schema_migrations')
+        assert rows == len(pending)
+    finally:
+        for c in connections:
+            await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await c.close()
