@@ -127,5 +127,8 @@ class TaskStatusChange(EventData):
     source: str = "github"
     pull_request_url: str
     pull_request_number: int
+    pull_request_updated_at: datetime = Field(
+        description="The pull request's version that asked for this; apply status changes in this order."
+    )
     repository: str
     merged: bool

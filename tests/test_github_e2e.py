@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 
+from schemas.events import ResultEvent, TaskIntake, TaskStatusChange
 from tests.conftest import TEAM, Results, eventually, pull_request_payload, queue_depth, signed_github
 from worker.consumer import Worker
 from worker.runtime import Runtime
@@ -24,6 +27,8 @@ async def test_signed_pull_request_webhook_becomes_rows_and_status_events(
     assert row["status"] == "review_requested"
     assert row["repository"] == "acme/app"
     events = await results.wait_for("task.status_change", count=2)
+    for event in events:  # what other services receive is the published contract
+        ResultEvent[TaskStatusChange].model_validate(event)
     by_ref = {e["data"]["task_ref"]: e for e in events}
     assert set(by_ref) == {"ABC-12", "XY-3"}
     assert by_ref["ABC-12"]["data"]["status"] == "review"  # fixes, not merged yet, under review
@@ -102,9 +107,32 @@ async def test_the_same_delivery_twice_is_handled_once(
     await worker.wait_idle()
     intake = results.of("task.intake")
     assert len(intake) == 1
+    ResultEvent[TaskIntake].model_validate(intake[0])
     assert intake[0]["data"]["source_id"] == "issue:77" and intake[0]["data"]["title"] == "Login broken"
     assert await runtime.pool.fetchval("SELECT count(*) FROM processed_events") == 1
 
 
 async def _depth_zero(runtime: Runtime) -> bool:
     return await queue_depth(runtime, runtime.topology.queue("github")) == 0
+
+
+async def test_a_burst_of_events_for_one_pull_request_publishes_each_status_once(
+    runtime: Runtime, worker: Worker, ingress: httpx.AsyncClient, results: Results, github_integration: object
+) -> None:
+    # GitHub sends opened, labeled, review_requested... within a second; the worker handles them side by side.
+    for second in range(12):
+        payload = pull_request_payload(action="synchronize", updated_at=f"2026-11-20T10:00:{second:02d}Z")
+        body, headers = signed_github("pull_request", payload)
+        assert (await ingress.post("/webhooks/github", content=body, headers=headers)).status_code == 202
+
+    await eventually(lambda: runtime.pool.fetchval("SELECT count(*) = 12 FROM processed_events"))
+    await worker.wait_idle()
+    await eventually(lambda: runtime.pool.fetchval("SELECT count(*) = 0 FROM outbox"))
+    events = await results.wait_for("task.status_change", count=2)
+    assert sorted((e["data"]["task_ref"], e["data"]["status"]) for e in events) == [
+        ("ABC-12", "in_progress"),
+        ("XY-3", "in_progress"),
+    ]
+    assert await runtime.pool.fetchval("SELECT updated_at FROM github_pull_requests") == datetime(
+        2026, 11, 20, 10, 0, 11, tzinfo=UTC
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from integrations.github import magic_words
 from integrations.github.payloads import PullRequest
@@ -72,3 +74,17 @@ def test_review_status_derivation() -> None:
     assert review_status(_pr(draft=True, requested_reviewers=[{"login": "a", "id": 2}])) == "pending"
     assert review_status(_pr(requested_reviewers=[{"login": "a", "id": 2}])) == "review_requested"
     assert review_status(_pr()) == "pending"
+
+
+_WORDS = st.sampled_from(
+    ["fixes", "Closes", "refs", "wip", "works-on", "start", "prefix", "ABC-12", "xy-3", "A-1", "AB-1-2"]
+)
+_TEXT = st.lists(st.one_of(_WORDS, st.text(alphabet="aBz9-_ \n\té\u212aſ", max_size=6)), max_size=12).map(
+    lambda parts: " ".join(parts)
+)
+
+
+@given(_TEXT)
+def test_fast_magic_word_matching_finds_exactly_what_mimrais_pattern_finds(text: str) -> None:
+    expected = [(m.group(1), m.group(2).upper(), int(m.group(3))) for m in magic_words.MIMRAI_PATTERN.finditer(text)]
+    assert magic_words._matches(text) == expected

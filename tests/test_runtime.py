@@ -10,12 +10,15 @@ import aio_pika
 import asyncpg
 import pytest
 
+from schemas.envelope import Envelope
 from tests.conftest import Results, eventually, queue_depth, teardown
 from tests.helpers import cli, publish
-from tests.support.probe import PROBE_REGISTRY
+from tests.support.probe import PROBE_REGISTRY, ProbeWritten
 from worker import migrations
 from worker.consumer import Worker
+from worker.context import Staged
 from worker.install import InstallRequest, install
+from worker.logging import get_logger
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -153,3 +156,28 @@ async def test_migrations_started_by_many_processes_at_once_apply_once(settings:
         for c in connections:
             await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             await c.close()
+
+
+async def test_an_event_emitted_once_per_key_is_published_once_across_messages(probe_runtime: Runtime) -> None:
+    record = await probe_runtime.integration(
+        "probe", str(await probe_runtime.pool.fetchval("SELECT id FROM integrations"))
+    )
+    received = Results()
+    connection = await aio_pika.connect(probe_runtime.settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(probe_runtime.topology.results, "#")
+        await queue.consume(received.on_message)
+        staged = [Staged() for _ in range(3)]
+        for i, batch in enumerate(staged):
+            envelope = Envelope(id=f"once-{i}", type="probe", kind="command", name="write")
+            ctx = probe_runtime.context(envelope, record, log=get_logger(), staged=batch)
+            ctx.emit(ProbeWritten(key="shared", value=i), once="same-key")
+            ctx.emit(ProbeWritten(key=f"own-{i}", value=i), once=f"own-key-{i}")
+        await asyncio.gather(*(probe_runtime.commit(batch) for batch in staged))  # concurrent transactions
+
+        events = await received.wait_for("probe.written", count=4)
+        await asyncio.sleep(0.3)
+    assert len(received.items) == 4
+    assert sorted(e["data"]["key"] for e in events) == ["own-0", "own-1", "own-2", "shared"]

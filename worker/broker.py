@@ -17,17 +17,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractExchange,
-    AbstractRobustConnection,
-    DeliveryMode,
-    ExchangeType,
-)
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection, ExchangeType
+from pamqp.commands import Basic
 
 from worker.logging import get_logger
 from worker.redact import redact
@@ -152,7 +147,6 @@ class Broker:
         self._publish_timeout = publish_timeout
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
         self._log = get_logger(component="broker")
 
     @property
@@ -169,7 +163,6 @@ class Broker:
         self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         if declare_topology:
             await declare(self._channel, self.topology)
-        self._exchanges = {}
 
     async def connect_with_retry(self, *, declare_topology: bool = True, max_delay: float = 10.0) -> None:
         """Connect, waiting for the broker if it is not up yet."""
@@ -191,15 +184,6 @@ class Broker:
             await channel.set_qos(prefetch_count=prefetch)
         return channel
 
-    async def _exchange(self, name: str) -> AbstractExchange:
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            if self._channel is None:
-                raise BrokerUnavailable("not connected")
-            exchange = await self._channel.get_exchange(name, ensure=False) if name else self._channel.default_exchange
-            self._exchanges[name] = exchange
-        return exchange
-
     async def publish(
         self,
         exchange: str,
@@ -213,29 +197,40 @@ class Broker:
         reply_to: str | None = None,
         mandatory: bool = True,
     ) -> None:
-        """Publish and wait for the broker's confirm; raise `BrokerUnavailable` otherwise."""
-        if not self.connected:
+        """Publish (persistent, mandatory) and wait for the broker's confirm; raise `BrokerUnavailable`
+        otherwise, `Unroutable` when no queue took it.
+
+        This goes to aiormq's channel with `wait=False`: aio-pika waits, under the channel's lock,
+        for each message's frames to be flushed, which serialises concurrent publishes; without
+        that wait, publishes pipeline and only their confirms are awaited.
+        """
+        if not self.connected or self._channel is None:
             raise BrokerUnavailable("not connected to the broker")
-        message = aio_pika.Message(
-            body,
+        properties = Basic.Properties(
             content_type="application/json",
-            delivery_mode=DeliveryMode.PERSISTENT,
+            delivery_mode=2,
             message_id=message_id,
             headers=dict(headers) if headers else None,
-            expiration=expiration_ms / 1000 if expiration_ms is not None else None,
+            expiration=str(expiration_ms) if expiration_ms is not None else None,
             correlation_id=correlation_id,
             reply_to=reply_to,
         )
         try:
-            target = await self._exchange(exchange)
-            confirmation = await target.publish(
-                message, routing_key, mandatory=mandatory, timeout=self._publish_timeout
+            channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+            confirmation = await channel.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=mandatory,
+                timeout=self._publish_timeout,
+                wait=False,
             )
         except aiormq.exceptions.PublishError as exc:
             raise Unroutable(f"no queue for {exchange or '(default)'}/{routing_key}") from exc
         except BROKER_ERRORS as exc:
             raise BrokerUnavailable(f"publish failed: {type(exc).__name__}") from exc
-        if confirmation is not None and not isinstance(confirmation, aiormq.spec.Basic.Ack):
+        if not isinstance(confirmation, Basic.Ack):
             raise BrokerUnavailable(f"broker refused the message ({type(confirmation).__name__})")
 
     async def publish_many(self, items: Sequence[tuple[str, str, bytes, str | None]]) -> None:
@@ -247,4 +242,3 @@ class Broker:
             await self._connection.close()
         self._connection = None
         self._channel = None
-        self._exchanges = {}

@@ -39,8 +39,9 @@ from pydantic import ValidationError
 from schemas.envelope import Envelope
 from schemas.rows import IntegrationRow
 from worker import store
+from worker.acks import Acks
 from worker.broker import BrokerUnavailable
-from worker.context import IntegrationRecord, LogEntry, Staged
+from worker.context import IntegrationRecord, LogEntry, OutboxItem, Staged
 from worker.db import Conn
 from worker.errors import Failure, PermanentError, _validation_summary, classify
 from worker.integration import Handler
@@ -59,6 +60,7 @@ from worker.runtime import Runtime, dumps_envelope
 
 Outcome = Literal["success", "duplicate", "ignored", "skipped_inactive", "retried", "parked"]
 _MAX_ERROR = 2000
+_GROUP_TARGET = 64
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Worker:
         self._pending: deque[Delivery] = deque()
         self._wake = asyncio.Event()
         self._done: asyncio.Queue[_Done] = asyncio.Queue()
+        self._committed_outbox: asyncio.Queue[OutboxItem] = asyncio.Queue()
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._channel: AbstractChannel | None = None
@@ -116,6 +119,17 @@ class Worker:
         self._idle = asyncio.Event()
         self._idle.set()
         self.log = get_logger(component="worker")
+        self._counters: dict[tuple[str, ...], Any] = {}
+        self._acks = Acks(max_held=max(16, self.prefetch // 4))
+
+    def _count(self, metric: Any, *labels: str) -> Any:
+        """A metric's child for these labels, looked up once (labels() takes a lock each time)."""
+        key = (metric._name, *labels)
+        child = self._counters.get(key)
+        if child is None:
+            child = metric.labels(*labels)
+            self._counters[key] = child
+        return child
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -124,6 +138,7 @@ class Worker:
         self._loops = [
             asyncio.create_task(self._dispatch_loop(), name="iw-dispatch"),
             asyncio.create_task(self._commit_loop(), name="iw-commit"),
+            asyncio.create_task(self._outbox_loop(), name="iw-outbox"),
             asyncio.create_task(self._relay_loop(), name="iw-outbox-relay"),
             asyncio.create_task(self._prune_loop(), name="iw-inbox-prune"),
         ]
@@ -147,10 +162,13 @@ class Worker:
         self._unfinished -= abandoned
         if self._unfinished <= 0:
             self._idle.set()
+        deadline = asyncio.get_running_loop().time() + self.settings.shutdown_grace
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=self.settings.shutdown_grace)
         except TimeoutError:
             self.log.warning("shutdown grace elapsed; unfinished messages will be redelivered", left=self._unfinished)
+        while not self._committed_outbox.empty() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # committed events still being published (else the relay will)
         for task in [*self._tasks, *self._loops]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._loops, return_exceptions=True)
@@ -169,10 +187,12 @@ class Worker:
         async def receive(message: AbstractIncomingMessage) -> None:
             if self._stopping:
                 return  # left unacknowledged: redelivered after we close
+            if message.delivery_tag is not None:
+                self._acks.delivered(message.channel, message.delivery_tag)
             self._pending.append(Delivery(message, type_))
             self._unfinished += 1
             self._idle.clear()
-            IN_FLIGHT.labels(type_).inc()
+            self._count(IN_FLIGHT, type_).inc()
             self._wake.set()
 
         return receive
@@ -181,6 +201,12 @@ class Worker:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            # Linger briefly while few are waiting: bigger groups share the inbox check and the
+            # integration lookup (one round trip each per group) at a cost of at most 2 ms.
+            for _ in range(4):
+                if len(self._pending) >= _GROUP_TARGET or self._stopping:
+                    break
+                await asyncio.sleep(0.0005)
             while self._pending and not self._stopping:
                 group = [self._pending.popleft() for _ in range(min(len(self._pending), self.settings.commit_batch))]
                 try:
@@ -331,7 +357,7 @@ class Worker:
             except Exception as exc:
                 failure = classify(exc)
             delivery.handler_seconds = time.perf_counter() - started
-        HANDLER_SECONDS.labels(envelope.type).observe(delivery.handler_seconds)
+        self._count(HANDLER_SECONDS, envelope.type).observe(delivery.handler_seconds)
         if failure is None:
             await self._done.put(_Done(delivery, "success"))
         else:
@@ -441,7 +467,7 @@ class Worker:
 
     async def _duplicate(self, delivery: Delivery) -> None:
         assert delivery.envelope is not None
-        DUPLICATES.labels(delivery.envelope.type).inc()
+        self._count(DUPLICATES, delivery.envelope.type).inc()
         await self._finish(delivery, "duplicate")
 
     async def _after(self, waiting: asyncio.Future[None], delivery: Delivery) -> None:
@@ -450,20 +476,17 @@ class Worker:
         await self._duplicate(delivery)
 
     async def _finish(
-        self, delivery: Delivery, outcome: Outcome | None, *, requeue: bool = False, **fields: Any
+        self, delivery: Delivery, outcome: Outcome | None, *, requeue: bool = False, flush: bool = True, **fields: Any
     ) -> None:
         """Acknowledge (or, for requeue, reject back to the queue), count, and log one line."""
         envelope = delivery.envelope
         try:
-            if requeue:
-                await delivery.message.nack(requeue=True)
-            else:
-                await delivery.message.ack()
-        except Exception as exc:
+            await self._settle(delivery.message, requeue=requeue, flush=flush)
+        except Exception as exc:  # a closed channel: the broker redelivers, the inbox dedups
             self.log.warning("acknowledgement not delivered; the broker will redeliver", error=type(exc).__name__)
-        IN_FLIGHT.labels(delivery.queue_type).dec()
+        self._count(IN_FLIGHT, delivery.queue_type).dec()
         if outcome is not None:
-            PROCESSED.labels(delivery.queue_type, outcome).inc()
+            self._count(PROCESSED, delivery.queue_type, outcome).inc()
             self._log_outcome(delivery, outcome, **fields)
         if envelope is not None and delivery.owns_inflight:
             delivery.owns_inflight = False
@@ -517,15 +540,17 @@ class Worker:
     async def _commit(self, batch: list[_Done]) -> None:
         COMMIT_BATCH.observe(len(batch))
         refused: dict[int, Failure] = {}
+        written: set[str] = set()
         try:
             async with self.runtime.pool.acquire() as conn:
                 try:
                     async with conn.transaction():
-                        raced = await self._apply(conn, batch)
+                        raced = await self._apply(conn, batch, written)
                 except asyncpg.PostgresError as exc:
                     if classify(exc).kind == "transient":
                         raise
-                    raced, refused = await self._apply_one_by_one(conn, batch)
+                    written.clear()
+                    raced, refused = await self._apply_one_by_one(conn, batch, written)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             failure = classify(exc)  # the database is unavailable: nothing of this batch committed
             for item in batch:
@@ -535,10 +560,11 @@ class Worker:
                     item.delivery.staged = Staged()
                     self._spawn(item.delivery, self._fail(item.delivery, failure))
             return
-        settled = [item for item in batch if id(item) not in raced and id(item) not in refused]
-        await self.runtime.publish_outbox(
-            [o for item in settled if item.outcome == "success" for o in item.delivery.staged.outbox]
-        )
+        for item in batch:  # committed events go out from here on; the acks need not wait for them
+            if item.outcome == "success" and id(item) not in raced and id(item) not in refused:
+                for event in item.delivery.staged.outbox:
+                    if event.id in written:
+                        self._committed_outbox.put_nowait(event)
         for item in batch:
             if id(item) in refused and item.outcome == "parked":
                 await self._finish(item.delivery, "parked", reason=item.reason, log_row="refused")
@@ -554,11 +580,13 @@ class Worker:
                 await self._finish(
                     item.delivery,
                     item.outcome,
+                    flush=False,
                     handler_ms=round(item.delivery.handler_seconds * 1000, 2),
                     events=len(item.delivery.staged.outbox),
                 )
+        await self._acks.flush()
 
-    async def _apply(self, conn: Conn, batch: list[_Done]) -> set[int]:
+    async def _apply(self, conn: Conn, batch: list[_Done], written: set[str]) -> set[int]:
         """Inbox ids, staged writes, outbox and log rows of the batch; returns the items that raced
         (their id was committed by another worker meanwhile), whose writes are left out."""
         raced: set[int] = set()
@@ -578,11 +606,13 @@ class Worker:
             outbox.extend(item.delivery.staged.outbox)
             logs.extend(item.delivery.staged.logs)
         await store.run_writes(conn, writes)
-        await store.insert_outbox(conn, outbox)
+        written |= await store.insert_outbox(conn, outbox)
         await store.insert_logs(conn, logs)
         return raced
 
-    async def _apply_one_by_one(self, conn: Conn, batch: list[_Done]) -> tuple[set[int], dict[int, Failure]]:
+    async def _apply_one_by_one(
+        self, conn: Conn, batch: list[_Done], written: set[str]
+    ) -> tuple[set[int], dict[int, Failure]]:
         """The batch failed on a row: apply each item in its own savepoint; the database's
         refusals are permanent failures of those items alone."""
         raced: set[int] = set()
@@ -590,8 +620,10 @@ class Worker:
         async with conn.transaction():
             for item in batch:
                 try:
+                    mine: set[str] = set()
                     async with conn.transaction():
-                        raced |= await self._apply(conn, [item])
+                        raced |= await self._apply(conn, [item], mine)
+                    written |= mine
                 except asyncpg.PostgresError as exc:
                     failure = classify(exc)
                     if failure.kind == "transient":
@@ -601,6 +633,20 @@ class Worker:
 
     # --- background ------------------------------------------------------------------------------------
 
+    async def _outbox_loop(self) -> None:
+        """Publish committed result events, pipelined, and delete them from the outbox. What fails
+        here stays in the outbox table, where the relay finds it."""
+        while True:
+            items = [await self._committed_outbox.get()]
+            while not self._committed_outbox.empty() and len(items) < self.settings.commit_batch:
+                items.append(self._committed_outbox.get_nowait())
+            try:
+                await self.runtime.publish_outbox(items)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the relay retries them
+                self.log.warning("result events left for the relay", error=redact(str(exc)), count=len(items))
+
     async def _relay_loop(self) -> None:
         """Publish result events whose fast path failed (broker hiccup, crash after commit)."""
         interval = self.settings.outbox_relay_interval
@@ -608,7 +654,7 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 async with self.runtime.pool.acquire() as conn, conn.transaction():
-                    due = await store.due_outbox(conn, older_than_seconds=interval * 2, limit=500)
+                    due = await store.due_outbox(conn, older_than_seconds=interval * 6, limit=500)
                     if not due:
                         continue
                     published = []
@@ -649,6 +695,19 @@ class Worker:
                 raise
             except Exception as exc:
                 self.log.warning("inbox prune failed", error=redact(str(exc)))
+
+    async def _settle(self, message: AbstractIncomingMessage, *, requeue: bool, flush: bool) -> None:
+        """Acknowledge (in bulk, see worker/acks.py) or send back to the queue. An ack that never
+        reaches the broker only means a redelivery, which the inbox turns into a duplicate."""
+        tag = message.delivery_tag
+        if tag is None:
+            return
+        if requeue:
+            await self._acks.reject(message.channel, tag, requeue=True)
+        else:
+            self._acks.ack(message.channel, tag)
+        if flush:
+            await self._acks.flush()
 
     def _spawn(self, delivery: Delivery, coro: Any) -> None:
         """Run `coro` for `delivery`; if the worker's own code fails, the message goes back to the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -23,9 +24,10 @@ from pydantic_settings import BaseSettings
 from structlog.typing import FilteringBoundLogger
 
 from schemas.envelope import Envelope
-from schemas.events import EventData, ResultEvent
+from schemas.events import EventData
 from schemas.rows import IntegrationRow, LogLevel
 from worker.cache import TTLCache
+from worker.reads import ReadBatcher
 from worker.secrets import SecretBox
 from worker.settings import Settings
 
@@ -71,6 +73,7 @@ class OutboxItem:
     routing_key: str
     body: bytes
     correlation_id: str | None = None
+    once_key: str | None = None  # published only if no event with this key ever was
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,18 @@ class NoTeamError(RuntimeError):
 
 
 class TeamDatabase:
-    """Reads and staged writes, scoped to one team: `$1` is always bound to the team id."""
+    """Reads and staged writes, scoped to one team: `$1` is always bound to the team id.
 
-    def __init__(self, pool: asyncpg.Pool, team_id: str | None, staged: Staged) -> None:
+    Reads of handlers running side by side are coalesced into one round trip (worker/reads.py).
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, team_id: str | None, staged: Staged, reads: ReadBatcher | None = None
+    ) -> None:
         self._pool = pool
         self._team_id = team_id
         self._staged = staged
+        self._reads = reads or ReadBatcher(pool)
 
     @property
     def team_id(self) -> str:
@@ -119,15 +128,15 @@ class TeamDatabase:
         return (self.team_id, *args)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        records: list[asyncpg.Record] = await self._pool.fetch(sql, *self._args(sql, args))
-        return records
+        return await self._reads.fetch(sql, self._args(sql, args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        record: asyncpg.Record | None = await self._pool.fetchrow(sql, *self._args(sql, args))
-        return record
+        records = await self._reads.fetch(sql, self._args(sql, args))
+        return records[0] if records else None
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self._pool.fetchval(sql, *self._args(sql, args))
+        records = await self._reads.fetch(sql, self._args(sql, args))
+        return records[0][0] if records else None
 
     def write(self, sql: str, *args: Any) -> None:
         """Stage a write; it runs after the handler returns, in the message's transaction."""
@@ -154,6 +163,7 @@ class Context:
         correlation_id: str | None = None,
         extensions: dict[str, Any] | None = None,
         redelivered: bool = False,
+        reads: ReadBatcher | None = None,
     ) -> None:
         self.envelope = envelope
         self.integration = integration
@@ -166,7 +176,7 @@ class Context:
         self.log = log
         self.staged = staged if staged is not None else Staged()
         self.team_id = integration.team_id if integration is not None else envelope.team_id
-        self.db = TeamDatabase(pool, self.team_id, self.staged)
+        self.db = TeamDatabase(pool, self.team_id, self.staged, reads)
         self.reply_to = reply_to
         self.correlation_id = correlation_id
         self.extensions = extensions or {}
@@ -198,24 +208,34 @@ class Context:
 
     # --- outputs ---------------------------------------------------------------------------------------
 
-    def emit(self, data: EventData) -> ResultEvent[Any]:
-        """Stage a result event; it is published after the message's transaction commits."""
+    def emit(self, data: EventData, *, once: str | None = None) -> str:
+        """Stage a result event (a `schemas.events.ResultEvent` with `data`); it is published after
+        the message's transaction commits. Returns the event's id.
+
+        once: a key; the event is published only if no event with this key ever was, however many
+        messages emit it and however concurrently (the key is claimed in the commit transaction).
+        """
         if not data.EVENT:
             raise TypeError(f"{type(data).__name__} has no EVENT")
         self._emitted += 1
-        event: ResultEvent[Any] = ResultEvent[Any](
-            id=derived_id(self.envelope.id, data.EVENT, str(self._emitted)),
-            event=data.EVENT,
-            source_type=self.envelope.type,
-            team_id=self.team_id,
-            integration_id=self.integration_id,
-            causation_id=self.envelope.id,
-            trace_id=self.envelope.trace_id,
-            data=data,
+        event_id = derived_id(self.envelope.id, data.EVENT, str(self._emitted))
+        body = orjson.dumps(
+            {
+                "v": 1,
+                "id": event_id,
+                "event": data.EVENT,
+                "occurred_at": datetime.now(UTC),
+                "source_type": self.envelope.type,
+                "team_id": self.team_id,
+                "integration_id": self.integration_id,
+                "causation_id": self.envelope.id,
+                "trace_id": self.envelope.trace_id,
+                "data": data.model_dump(mode="json"),
+            }
         )
-        body = orjson.dumps(event.model_dump(mode="json"))
-        self.staged.outbox.append(OutboxItem(event.id, self._results_exchange, data.EVENT, body))
-        return event
+        key = f"{self.envelope.type}:{once}" if once is not None else None
+        self.staged.outbox.append(OutboxItem(event_id, self._results_exchange, data.EVENT, body, once_key=key))
+        return event_id
 
     def reply(self, body: dict[str, Any]) -> None:
         """Stage the answer to a request that carried `reply_to` (agent tool calls over the broker)."""

@@ -26,6 +26,16 @@ def _decode_jsonb(data: bytes) -> Any:
     return orjson.loads(data[1:])
 
 
+class PooledConnection(asyncpg.Connection):
+    """A pool connection released without asyncpg's reset query (`RESET ALL; UNLISTEN *; CLOSE ALL;
+    SELECT pg_advisory_unlock_all()`), one round trip per release. asyncpg still ends any open
+    transaction on release; the runtime sets no session state, and code that takes session
+    advisory locks uses a connection of its own, not the pool."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
@@ -38,9 +48,10 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | 
         min_size=min_size,
         max_size=max_size or settings.database_pool_size,
         init=_init_connection,
+        connection_class=PooledConnection,
         server_settings={
             "search_path": f"{settings.database_schema},public",
-            "application_name": "integration-worker",
+            "application_name": f"integration-worker/{settings.broker_prefix}"[:63],
         },
         command_timeout=60,
     )

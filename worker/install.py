@@ -182,8 +182,8 @@ async def uninstall(runtime: Runtime, integration_id: str, team_id: str, *, sour
     async with runtime.pool.acquire() as conn, conn.transaction():
         await store.run_writes(conn, ctx.staged.writes)
         await conn.execute("DELETE FROM integrations WHERE id = $1", record.id)
-        await store.insert_outbox(conn, ctx.staged.outbox)
-    await runtime.publish_outbox(ctx.staged.outbox)
+        written = await store.insert_outbox(conn, ctx.staged.outbox)
+    await runtime.publish_outbox([item for item in ctx.staged.outbox if item.id in written])
     get_logger(component="install").info("uninstalled", integration_id=record.id, type=record.type, source=source)
 
 

@@ -14,10 +14,17 @@ from worker.redact import redact
 from worker.settings import Settings
 
 _SENSITIVE_KEYS = ("token", "secret", "password", "authorization", "private_key", "api_key", "cookie")
+# Fields the runtime fills with identifiers and enums, never free text: not scanned (hot path).
+_PLAIN_KEYS = frozenset(
+    {"event_id", "type", "name", "team_id", "integration_id", "outcome", "component", "level", "timestamp",
+     "duration_ms", "handler_ms", "events", "attempt", "retry_in", "event"}
+)  # fmt: skip
 
 
 def _redact_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
-    for key, value in list(event_dict.items()):
+    for key, value in event_dict.items():
+        if key in _PLAIN_KEYS:
+            continue
         lowered = key.lower()
         if any(marker in lowered for marker in _SENSITIVE_KEYS) and value is not None:
             event_dict[key] = "[redacted]"

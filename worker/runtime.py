@@ -22,6 +22,7 @@ from worker.db import Conn, create_pool
 from worker.errors import PermanentError, _validation_summary
 from worker.integration import Registry
 from worker.logging import get_logger
+from worker.reads import ReadBatcher
 from worker.redact import register_secret
 from worker.secrets import SecretBox, SecretDecryptError
 from worker.settings import Settings
@@ -43,6 +44,7 @@ class Runtime:
         )
         self.broker = Broker(settings.amqp_url.get_secret_value(), self.topology)
         self._pool: asyncpg.Pool | None = None
+        self.reads: ReadBatcher | None = None
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(20.0, connect=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
@@ -77,6 +79,7 @@ class Runtime:
 
     async def start(self, *, migrate: bool = True, broker: bool = True, wait_for_broker: bool = True) -> None:
         self._pool = await create_pool(self.settings)
+        self.reads = ReadBatcher(self._pool)
         if migrate:
             await self.migrate()
         if broker:
@@ -158,6 +161,7 @@ class Runtime:
             correlation_id=correlation_id,
             extensions={"runtime": self, **self.extensions},
             redelivered=redelivered,
+            reads=self.reads,
         )
 
     def ingress_context(self, type_: str) -> IngressContext:
@@ -199,15 +203,16 @@ class Runtime:
         """Apply staged writes, outbox and logs in one transaction, then publish the outbox."""
         if conn is None:
             async with self.pool.acquire() as own, own.transaction():
-                await self._apply(own, staged)
+                written = await self._apply(own, staged)
         else:
-            await self._apply(conn, staged)
-        await self.publish_outbox(staged.outbox)
+            written = await self._apply(conn, staged)
+        await self.publish_outbox([item for item in staged.outbox if item.id in written])
 
-    async def _apply(self, conn: Conn, staged: Staged) -> None:
+    async def _apply(self, conn: Conn, staged: Staged) -> set[str]:
         await store.run_writes(conn, staged.writes)
-        await store.insert_outbox(conn, staged.outbox)
+        written = await store.insert_outbox(conn, staged.outbox)
         await store.insert_logs(conn, staged.logs)
+        return written
 
     async def publish_outbox(self, items: list[OutboxItem]) -> bool:
         """Publish committed outbox items and delete them; False leaves them for the relay."""

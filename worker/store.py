@@ -81,19 +81,33 @@ async def run_writes(conn: Conn, writes: Iterable[tuple[str, tuple[Any, ...]]]) 
             await conn.executemany(sql, rows)
 
 
-async def insert_outbox(conn: Conn, items: Sequence[OutboxItem]) -> None:
+async def insert_outbox(conn: Conn, items: Sequence[OutboxItem]) -> set[str]:
+    """Write items to the outbox; returns the ids written. An item with a `once_key` is written
+    only if it claims its key now (first in this batch, and never claimed before)."""
     if not items:
-        return
-    await conn.execute(
-        """INSERT INTO outbox (id, exchange, routing_key, body, correlation_id)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[])
-           ON CONFLICT (id) DO NOTHING""",
+        return set()
+    records = await conn.fetch(
+        """WITH items AS (
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[])
+                   WITH ORDINALITY AS i(id, exchange, routing_key, body, correlation_id, once_key, ord)),
+           claimed AS (
+               INSERT INTO emitted_once (key) SELECT DISTINCT once_key FROM items WHERE once_key IS NOT NULL
+               ON CONFLICT (key) DO NOTHING RETURNING key),
+           chosen AS (
+               SELECT DISTINCT ON (coalesce(once_key, id)) * FROM items
+               WHERE once_key IS NULL OR once_key IN (SELECT key FROM claimed)
+               ORDER BY coalesce(once_key, id), ord)
+           INSERT INTO outbox (id, exchange, routing_key, body, correlation_id)
+           SELECT id, exchange, routing_key, body, correlation_id FROM chosen
+           ON CONFLICT (id) DO NOTHING RETURNING id""",
         [i.id for i in items],
         [i.exchange for i in items],
         [i.routing_key for i in items],
         [i.body for i in items],
         [i.correlation_id for i in items],
+        [i.once_key for i in items],
     )
+    return {r["id"] for r in records}
 
 
 async def delete_outbox(conn: Queryable, ids: Sequence[str]) -> None:

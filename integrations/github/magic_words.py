@@ -19,10 +19,19 @@ PROGRESS_WORDS = (
 )  # fmt: skip
 REVIEW_STATUSES = ("review_requested", "reviewed", "changes_requested", "approved")
 
-_PATTERN = re.compile(
+# MIMRAI's pattern, case-insensitive: \b(<word>)\b\s+([A-Z][A-Z0-9]{1,10})-(\d+). Trying its 24-way
+# alternation at every position is slow; task references are rare (they need "-<digit>"), so find
+# those first and then check the word in front of each.
+MIMRAI_PATTERN = re.compile(
     r"\b(" + "|".join(re.escape(w) for w in (*CLOSE_WORDS, *PROGRESS_WORDS)) + r")\b\s+([A-Z][A-Z0-9]{1,10})-(\d+)",
     re.IGNORECASE,
 )
+_REFERENCE = re.compile(r"(?<=\s)([A-Z][A-Z0-9]{1,10})-(\d+)", re.IGNORECASE)
+_WORD_BEFORE = re.compile(
+    r"(?<!\w)(" + "|".join(re.escape(w) for w in (*CLOSE_WORDS, *PROGRESS_WORDS)) + r")(?!\w)\s+$",
+    re.IGNORECASE,
+)
+_LONGEST_WORD = max(len(w) for w in (*CLOSE_WORDS, *PROGRESS_WORDS))
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,20 @@ class MagicAction:
         return f"{self.task_ref}:{self.status}"
 
 
+def _matches(text: str) -> list[tuple[str, str, int]]:
+    """(magic word, PREFIX, sequence) in order, as MIMRAI_PATTERN.finditer would find them."""
+    found = []
+    end = 0  # finditer does not overlap matches
+    for ref in _REFERENCE.finditer(text):
+        start = ref.start()
+        before = _WORD_BEFORE.search(text, max(end, start - _LONGEST_WORD - 64), start)
+        if before is None:
+            continue
+        found.append((before.group(1), ref.group(1).upper(), int(ref.group(2))))
+        end = ref.end()
+    return found
+
+
 def _status(word: str, *, merged: bool, review_status: str, has_reviewers: bool) -> TaskStatusTarget:
     if word.lower() in CLOSE_WORDS and merged:
         return "done"
@@ -55,8 +78,7 @@ def extract(
     text = f"{title}\n{body or ''}"
     actions: list[MagicAction] = []
     seen: set[str] = set()
-    for match in _PATTERN.finditer(text):
-        word, prefix, sequence = match.group(1), match.group(2).upper(), int(match.group(3))
+    for word, prefix, sequence in _matches(text):
         action = MagicAction(
             prefix,
             sequence,

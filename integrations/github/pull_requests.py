@@ -1,9 +1,10 @@
 """`pull_request`: keep `github_pull_requests` in step (as MIMRAI's pr_reviews) and turn magic
 words into `task.status_change` events.
 
-Events can arrive out of order (redeliveries): a payload older than the stored row
-changes nothing. A status change is published when it is new for the pull request,
-not on every push to it.
+Events can arrive out of order (redeliveries): a payload older than the stored row changes
+nothing. Each (pull request, task, status) is published once, not on every push, even when
+several events of one pull request are handled at the same time (`ctx.emit(..., once=...)`);
+events carry the pull request's `updated_at`, the order to apply them in.
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ async def handle(ctx: Context) -> None:
     event = ctx.payload_as(PullRequestEvent)
     pr = event.pull_request
     previous = await ctx.db.fetchrow(
-        "SELECT updated_at, magic_actions FROM github_pull_requests WHERE team_id = $1 AND integration_id = $2"
-        " AND external_id = $3",
+        "SELECT updated_at FROM github_pull_requests WHERE team_id = $1 AND integration_id = $2 AND external_id = $3",
         ctx.integration.id,
         pr.id,
     )
@@ -93,10 +93,7 @@ async def handle(ctx: Context) -> None:
         [a.key for a in actions],
         pr.updated_at,
     )
-    already = set(previous["magic_actions"]) if previous is not None else set()
     for action in actions:
-        if action.key in already:
-            continue
         ctx.emit(
             TaskStatusChange(
                 task_ref=action.task_ref,
@@ -106,7 +103,9 @@ async def handle(ctx: Context) -> None:
                 magic_word=action.magic_word,
                 pull_request_url=pr.html_url,
                 pull_request_number=pr.number,
+                pull_request_updated_at=pr.updated_at,
                 repository=event.repository.full_name,
                 merged=merged,
-            )
+            ),
+            once=f"pr:{ctx.integration.id}:{pr.id}:{action.key}",
         )
