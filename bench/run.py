@@ -41,11 +41,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from integrations.registry import REGISTRY  # noqa: E402
-from schemas.envelope import Envelope  # noqa: E402
-from worker import broker as broker_module  # noqa: E402
-from worker.runtime import Runtime, dumps_envelope  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from integrations.registry import REGISTRY
+from schemas.envelope import Envelope
+from worker import broker as broker_module
+from worker.runtime import Runtime, dumps_envelope
+from worker.settings import Settings
 
 SECRET = "bench-webhook-secret"
 TEAM = "bench-team"
