@@ -151,6 +151,7 @@ async def bench_ingress(settings: Settings, env: dict[str, str], seconds: int, c
             ["wrk", "-t2", "-c16", "-d2s", "-s", script.name, f"http://127.0.0.1:{port}"],
             capture_output=True,
             text=True,
+            check=False,
         )
         if "Non-2xx" in warm.stdout:
             print(warm.stdout)
@@ -168,6 +169,7 @@ async def bench_ingress(settings: Settings, env: dict[str, str], seconds: int, c
             ],
             capture_output=True,
             text=True,
+            check=False,
         )
         output = run.stdout
         rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
@@ -192,7 +194,8 @@ async def bench_worker(
     await runtime.start()
     try:
         await runtime.pool.execute(
-            "INSERT INTO integrations (team_id, external_team_id, name, type, config) VALUES ($1, $2, 'GitHub', 'github', $3)",
+            "INSERT INTO integrations (team_id, external_team_id, name, type, config)"
+            " VALUES ($1, $2, 'GitHub', 'github', $3)",
             TEAM,
             str(INSTALLATION),
             {"installationId": INSTALLATION},

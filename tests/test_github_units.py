@@ -79,8 +79,8 @@ def test_review_status_derivation() -> None:
 _WORDS = st.sampled_from(
     ["fixes", "Closes", "refs", "wip", "works-on", "start", "prefix", "ABC-12", "xy-3", "A-1", "AB-1-2"]
 )
-_TEXT = st.lists(st.one_of(_WORDS, st.text(alphabet="aBz9-_ \n\té\u212aſ", max_size=6)), max_size=12).map(
-    lambda parts: " ".join(parts)
+_TEXT = st.lists(st.one_of(_WORDS, st.text(alphabet="aBz9-_ \n\t\u00e9\u212a\u017f", max_size=6)), max_size=12).map(
+    " ".join
 )
 
 

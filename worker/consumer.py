@@ -167,8 +167,9 @@ class Worker:
             await asyncio.wait_for(self._idle.wait(), timeout=self.settings.shutdown_grace)
         except TimeoutError:
             self.log.warning("shutdown grace elapsed; unfinished messages will be redelivered", left=self._unfinished)
-        while not self._committed_outbox.empty() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)  # committed events still being published (else the relay will)
+        remaining = deadline - asyncio.get_running_loop().time()
+        with contextlib.suppress(TimeoutError):  # committed events still being published (else the relay will)
+            await asyncio.wait_for(self._committed_outbox.join(), timeout=max(0.0, remaining))
         for task in [*self._tasks, *self._loops]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._loops, return_exceptions=True)
@@ -646,6 +647,9 @@ class Worker:
                 raise
             except Exception as exc:  # the relay retries them
                 self.log.warning("result events left for the relay", error=redact(str(exc)), count=len(items))
+            finally:
+                for _ in items:
+                    self._committed_outbox.task_done()
 
     async def _relay_loop(self) -> None:
         """Publish result events whose fast path failed (broker hiccup, crash after commit)."""
