@@ -85,7 +85,7 @@ def pr_payload(n: int, updates: int = 1) -> dict[str, object]:
             "id": 10_000_000 + pr,
             "number": pr,
             "title": f"Fixes ABC-{pr}: tidy the login flow",
-            "body": "Refactors the session handling; see the design notes in the wiki. " * 4,
+            "body": "Refactors the session handling; see the design notes in the wiki. " * 8,
             "state": "open",
             "draft": False,
             "merged": False,

@@ -42,6 +42,8 @@ async def test_github_accepts_large_payloads_by_default(ingress: httpx.AsyncClie
         (lambda h: h.update({"X-Hub-Signature-256": "sha256=\xe9".encode("latin-1")}), 401, "X-Hub-Signature-256"),
         (lambda h: h.pop("X-GitHub-Delivery"), 400, "X-GitHub-Delivery"),
         (lambda h: h.pop("X-GitHub-Event"), 400, "X-GitHub-Event"),
+        (lambda h: h.update({"X-GitHub-Event": "pull request; drop"}), 400, "malformed webhook: name"),
+        (lambda h: h.update({"X-GitHub-Delivery": "x" * 600}), 400, "malformed webhook: id"),
     ],
 )
 async def test_bad_github_requests_get_clear_errors(

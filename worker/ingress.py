@@ -23,8 +23,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from pydantic import ValidationError
+
 from schemas.envelope import Envelope
 from worker.broker import BrokerUnavailable
+from worker.errors import _validation_summary
 from worker.http_answers import error, json_response
 from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
 from worker.logging import get_logger
@@ -101,17 +104,20 @@ class Ingress:
         return await self._publish(type_, result)
 
     async def _publish(self, type_: str, accepted: Accept) -> Response:
-        envelope = Envelope(
-            id=f"{type_}:{accepted.delivery_id}",
-            type=type_,
-            kind="webhook",
-            name=accepted.name,
-            integration_id=accepted.integration_id,
-            team_id=accepted.team_id,
-            external_team_id=accepted.external_team_id,
-            headers=accepted.headers,
-            payload=accepted.payload,
-        )
+        try:
+            envelope = Envelope(
+                id=f"{type_}:{accepted.delivery_id}",
+                type=type_,
+                kind="webhook",
+                name=accepted.name,
+                integration_id=accepted.integration_id,
+                team_id=accepted.team_id,
+                external_team_id=accepted.external_team_id,
+                headers=accepted.headers,
+                payload=accepted.payload,
+            )
+        except ValidationError as exc:  # the provider's event name or delivery id is not usable
+            return error(400, f"malformed webhook: {_validation_summary(exc)}")
         try:
             await self.runtime.broker.publish(
                 self.runtime.topology.incoming,
