@@ -11,7 +11,7 @@ import respx
 from cryptography.fernet import Fernet
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, InvalidEnvelope, encode_webhook
 from worker import signing
 from worker.consumer import Worker
 from worker.errors import TransientError, classify, parse_retry_after
@@ -190,3 +190,30 @@ def test_the_registry_refuses_a_broken_integration_at_start() -> None:
     assert "type must match" in message
     assert "handler kind 'query'" in message
     assert "action 'send' is declared twice" in message
+
+
+def test_the_ingress_fast_encoding_is_a_valid_envelope() -> None:
+    body = encode_webhook(
+        id="github:abc",
+        type_="github",
+        name="pull_request",
+        payload={"action": "opened", "n": [1, 2]},
+        headers={"x-github-event": "pull_request"},
+        external_team_id="42",
+    )
+    envelope = Envelope.model_validate_json(body)
+    expected = Envelope(
+        id="github:abc",
+        type="github",
+        kind="webhook",
+        name="pull_request",
+        external_team_id="42",
+        headers={"x-github-event": "pull_request"},
+        payload={"action": "opened", "n": [1, 2]},
+        created_at=envelope.created_at,
+        trace_id=envelope.trace_id,
+    )
+    assert envelope == expected
+    for bad in ({"name": "pull request"}, {"name": ""}, {"id": "x" * 513}, {"type_": "Git Hub"}):
+        with pytest.raises(InvalidEnvelope):
+            encode_webhook(**{"id": "a", "type_": "github", "name": "push", "payload": {}, "headers": {}, **bad})  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -23,18 +24,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from pydantic import ValidationError
-
-from schemas.envelope import Envelope
+from schemas.envelope import InvalidEnvelope, encode_webhook
 from worker.broker import BrokerUnavailable
-from worker.errors import _validation_summary
 from worker.http_answers import error, json_response
 from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
 from worker.logging import get_logger
 from worker.metrics import INGRESS_SECONDS, PUBLISHED, WEBHOOKS_RECEIVED, render
 from worker.oauth import oauth_routes
 from worker.redact import redact
-from worker.runtime import Runtime, dumps_envelope
+from worker.runtime import Runtime
 
 
 class BodyTooLarge(Exception):
@@ -61,6 +59,16 @@ class Ingress:
         self.settings = runtime.settings
         self.public_url = runtime.settings.public_url.rstrip("/")
         self.log = get_logger(component="ingress")
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        child = self._children.get((metric._name, *labels))
+        if child is None:
+            child = self._children[(metric._name, *labels)] = metric.labels(*labels)
+        return child
+
+    def _published(self, type_: str) -> Any:
+        return self._child(PUBLISHED, type_)
 
     async def webhook(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -70,8 +78,8 @@ class Ingress:
             WEBHOOKS_RECEIVED.labels("unknown", "404").inc()
             return error(404, f"unknown integration type {type_!r}")
         response = await self._webhook(request, type_)
-        WEBHOOKS_RECEIVED.labels(type_, str(response.status_code)).inc()
-        INGRESS_SECONDS.labels(type_).observe(time.perf_counter() - started)
+        self._child(WEBHOOKS_RECEIVED, type_, str(response.status_code)).inc()
+        self._child(INGRESS_SECONDS, type_).observe(time.perf_counter() - started)
         return response
 
     async def _webhook(self, request: Request, type_: str) -> Response:
@@ -104,34 +112,31 @@ class Ingress:
         return await self._publish(type_, result)
 
     async def _publish(self, type_: str, accepted: Accept) -> Response:
+        envelope_id = f"{type_}:{accepted.delivery_id}"
         try:
-            envelope = Envelope(
-                id=f"{type_}:{accepted.delivery_id}",
-                type=type_,
-                kind="webhook",
+            body = encode_webhook(
+                id=envelope_id,
+                type_=type_,
                 name=accepted.name,
+                payload=accepted.payload,
+                headers=accepted.headers,
                 integration_id=accepted.integration_id,
                 team_id=accepted.team_id,
                 external_team_id=accepted.external_team_id,
-                headers=accepted.headers,
-                payload=accepted.payload,
             )
-        except ValidationError as exc:  # the provider's event name or delivery id is not usable
-            return error(400, f"malformed webhook: {_validation_summary(exc)}")
+        except InvalidEnvelope as exc:  # the provider's event name or delivery id is not usable
+            return error(400, f"malformed webhook: {exc}")
         try:
             await self.runtime.broker.publish(
-                self.runtime.topology.incoming,
-                envelope.routing_key,
-                dumps_envelope(envelope),
-                message_id=envelope.id,
+                self.runtime.topology.incoming, f"{type_}.webhook.{accepted.name}", body, message_id=envelope_id
             )
         except BrokerUnavailable as exc:
             self.log.warning("webhook not accepted: broker unavailable", type=type_, error=redact(str(exc)))
             return json_response({"error": "broker unavailable, try again later"}, 503, headers={"Retry-After": "5"})
-        PUBLISHED.labels(type_).inc()
+        self._published(type_).inc()
         if accepted.response is not None:
             return Response(accepted.response.body, accepted.response.status, media_type=accepted.response.content_type)
-        return json_response({"status": "accepted", "id": envelope.id}, 202)
+        return json_response({"status": "accepted", "id": envelope_id}, 202)
 
     async def healthz(self, _request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -161,7 +166,35 @@ class Ingress:
         ]
 
 
-def create_app(runtime: Runtime, *, manage_runtime: bool = False, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+class IngressApp:
+    """POST /webhooks/... goes straight to the ingress (the hot path: no router, no middleware
+    stack); everything else, lifespan included, goes to the Starlette app."""
+
+    def __init__(self, ingress: Ingress, app: Starlette) -> None:
+        self.ingress = ingress
+        self.app = app
+        self.router = app.router  # tests and callers may inspect routes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/webhooks/"):
+            parts = scope["path"][len("/webhooks/") :].split("/")
+            if 1 <= len(parts) <= 2 and all(parts):
+                request = Request(scope, receive)
+                request.scope["path_params"] = {
+                    "type": parts[0],
+                    **({"integration_id": parts[1]} if len(parts) == 2 else {}),
+                }
+                try:
+                    response = await self.ingress.webhook(request)
+                except Exception:
+                    self.ingress.log.exception("webhook failed")
+                    response = error(500, "internal error")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(runtime: Runtime, *, manage_runtime: bool = False, extra_routes: Sequence[BaseRoute] = ()) -> IngressApp:
     """The ASGI app. With `manage_runtime`, the app's lifespan starts and stops the runtime
     (the broker connection is made in the background, so the ingress answers 503 until it is up)."""
     ingress = Ingress(runtime)
@@ -179,7 +212,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False, extra_routes: 
             connecting.cancel()
             await runtime.stop()
 
-    return Starlette(routes=[*ingress.routes(), *extra_routes], lifespan=lifespan)
+    return IngressApp(ingress, Starlette(routes=[*ingress.routes(), *extra_routes], lifespan=lifespan))
 
 
 class QuietServer(uvicorn.Server):
@@ -190,7 +223,7 @@ class QuietServer(uvicorn.Server):
         yield
 
 
-def server(app: Starlette, host: str, port: int) -> QuietServer:
+def server(app: Any, host: str, port: int) -> QuietServer:
     config = uvicorn.Config(
         app,
         host=host,
@@ -201,5 +234,6 @@ def server(app: Starlette, host: str, port: int) -> QuietServer:
         log_level="warning",
         timeout_graceful_shutdown=10,
         backlog=2048,
+        proxy_headers=False,  # the public URL comes from IW_PUBLIC_URL, never from request headers
     )
     return QuietServer(config)
