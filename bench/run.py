@@ -188,7 +188,7 @@ async def bench_ingress(settings: Settings, env: dict[str, str], seconds: int, c
 
 
 async def bench_worker(
-    settings: Settings, env: dict[str, str], events: int, concurrency: int | None, updates: int
+    settings: Settings, env: dict[str, str], events: int, concurrency: int | None, updates: int, profile: str | None
 ) -> None:
     runtime = Runtime(settings, REGISTRY)
     await runtime.start()
@@ -233,6 +233,26 @@ async def bench_worker(
             args += ["--concurrency", str(concurrency)]
         started = time.perf_counter()
         process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        profiler = None
+        if profile:  # py-spy (pip install py-spy): raw collapsed stacks, or speedscope if the name says so
+            fmt = "speedscope" if profile.endswith(".json") else "raw"
+            profiler = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "-p",
+                    str(process.pid),
+                    "-r",
+                    "250",
+                    "--format",
+                    fmt,
+                    "-o",
+                    profile,
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         first: float | None = None
         try:
             while True:
@@ -260,6 +280,10 @@ async def bench_worker(
             )
             print(f"        worker CPU {cpu:.1f} s: {cpu / events * 1e6:.0f} us per event (start-up included)")
         finally:
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(timeout=30)
+                print(f"        profile of the worker written to {profile}")
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
         await results.delete(if_unused=False, if_empty=False)
@@ -280,6 +304,7 @@ async def main() -> None:
         default=10,
         help="events per pull request (1: every event a new pull request, each publishing a status event)",
     )
+    parser.add_argument("--profile", help="record the worker with py-spy into this file (.json: speedscope)")
     parser.add_argument("--skip-ingress", action="store_true")
     parser.add_argument("--skip-worker", action="store_true")
     args = parser.parse_args()
@@ -293,7 +318,7 @@ async def main() -> None:
             await bench_ingress(settings, env, args.seconds, args.connections)
             await _reset(settings)
         if not args.skip_worker:
-            await bench_worker(settings, env, args.events, args.concurrency, args.updates)
+            await bench_worker(settings, env, args.events, args.concurrency, args.updates, args.profile)
     finally:
         await _reset(settings)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from integrations.github import magic_words
@@ -77,13 +77,15 @@ def test_review_status_derivation() -> None:
 
 
 _WORDS = st.sampled_from(
-    ["fixes", "Closes", "refs", "wip", "works-on", "start", "prefix", "ABC-12", "xy-3", "A-1", "AB-1-2"]
-)
+    ["fixes", "Closes", "refs", "wip", "works-on", "start", "prefix", "ABC-12", "xy-3", "A-1", "AB-1-2",
+     "the-fixes", "x-works-on", "wip-start", "fixe\u017f", "wor\u212as-on", "FIXES\u00e9", "-", "_"]
+)  # fmt: skip
 _TEXT = st.lists(st.one_of(_WORDS, st.text(alphabet="aBz9-_ \n\t\u00e9\u212a\u017f", max_size=6)), max_size=12).map(
     " ".join
 )
 
 
+@settings(max_examples=1000)
 @given(_TEXT)
 def test_fast_magic_word_matching_finds_exactly_what_mimrais_pattern_finds(text: str) -> None:
     expected = [(m.group(1), m.group(2).upper(), int(m.group(3))) for m in magic_words.MIMRAI_PATTERN.finditer(text)]

@@ -27,11 +27,11 @@ MIMRAI_PATTERN = re.compile(
     re.IGNORECASE,
 )
 _REFERENCE = re.compile(r"(?<=\s)([A-Z][A-Z0-9]{1,10})-(\d+)", re.IGNORECASE)
-_WORD_BEFORE = re.compile(
-    r"(?<!\w)(" + "|".join(re.escape(w) for w in (*CLOSE_WORDS, *PROGRESS_WORDS)) + r")(?!\w)\s+$",
-    re.IGNORECASE,
-)
-_LONGEST_WORD = max(len(w) for w in (*CLOSE_WORDS, *PROGRESS_WORDS))
+_WORDS = frozenset(w.casefold() for w in (*CLOSE_WORDS, *PROGRESS_WORDS))
+
+
+def _is_word_char(char: str) -> bool:  # what re's \w matches
+    return char.isalnum() or char == "_"
 
 
 @dataclass(frozen=True)
@@ -51,17 +51,36 @@ class MagicAction:
 
 
 def _matches(text: str) -> list[tuple[str, str, int]]:
-    """(magic word, PREFIX, sequence) in order, as MIMRAI_PATTERN.finditer would find them."""
+    """(magic word, PREFIX, sequence) in order, exactly as MIMRAI_PATTERN.finditer finds them."""
     found = []
-    end = 0  # finditer does not overlap matches
+    floor = 0  # finditer does not overlap matches: a word must start after the previous match
     for ref in _REFERENCE.finditer(text):
-        start = ref.start()
-        before = _WORD_BEFORE.search(text, max(end, start - _LONGEST_WORD - 64), start)
-        if before is None:
-            continue
-        found.append((before.group(1), ref.group(1).upper(), int(ref.group(2))))
-        end = ref.end()
+        word = _word_before(text, floor, ref.start())
+        if word is not None:
+            found.append((word, ref.group(1).upper(), int(ref.group(2))))
+            floor = ref.end()
     return found
+
+
+def _word_before(text: str, floor: int, start: int) -> str | None:
+    """The magic word ending right before the whitespace in front of `start`, if there is one:
+    a whole word (\\b on both sides) at or after `floor`."""
+    end = start
+    while end > floor and text[end - 1].isspace():
+        end -= 1
+    if end == start:
+        return None
+    run = end
+    while run > floor and (_is_word_char(text[run - 1]) or text[run - 1] == "-"):
+        run -= 1
+    for begin in range(run, end):  # leftmost first, as the regex scan would find it
+        if begin > run and text[begin - 1] != "-":
+            continue
+        if begin > 0 and _is_word_char(text[begin - 1]):
+            continue
+        if text[begin:end].casefold() in _WORDS:
+            return text[begin:end]
+    return None
 
 
 def _status(word: str, *, merged: bool, review_status: str, has_reviewers: bool) -> TaskStatusTarget:
