@@ -56,10 +56,14 @@ async def test_sigterm_lets_the_handler_in_flight_finish_then_exits(
     runtime: Runtime, github: FakeGitHubState, github_integration: object, env: dict[str, str]
 ) -> None:
     github.comment_delay = 1.5
-    process = spawn_worker(env)
+    metrics_port = _free_port()
+    process = spawn_worker({**env, "IW_WORKER_METRICS_PORT": str(metrics_port)})
     try:
         envelope = await publish(runtime, "github", "command", "comment", COMMENT, team_id=TEAM)
         await _wait_started(github)
+        async with httpx.AsyncClient() as client:  # a worker alone serves its own metrics
+            metrics = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        assert 'iw_in_flight{type="github"} 1.0' in metrics
         process.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(process.wait, 30)
         output = process.stdout.read() if process.stdout else ""

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from integrations.registry import REGISTRY
 from schemas.events import EventData
@@ -19,6 +19,11 @@ class ProbeWritten(EventData):
     EVENT: ClassVar[str] = "probe.written"
     key: str
     value: int
+
+
+class ProbeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: SecretStr | None = None
 
 
 class WriteInput(BaseModel):
@@ -43,6 +48,7 @@ probe = Integration(
     type="probe",
     name="Probe",
     description="Test integration.",
+    config=ProbeConfig,
     actions=[Action("write", "Write a row.", WriteInput, WriteOutput, write)],
     migrations=Path(__file__).with_name("probe_migrations"),
 )
