@@ -36,8 +36,6 @@ def test_schema_exports_the_contract(env: dict[str, str]) -> None:
 
 
 async def test_secrets_are_encrypted_at_rest_and_rotate_to_a_new_key(settings: Settings, env: dict[str, str]) -> None:
-    from tests.conftest import teardown
-    from tests.support.probe import PROBE_REGISTRY
 
     runtime = Runtime(settings, PROBE_REGISTRY)
     await runtime.start()
