@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from worker.acks import Acks
@@ -70,3 +71,30 @@ async def test_a_new_channel_starts_fresh() -> None:
     acks.ack(new, 1)
     await acks.flush()
     assert new.frames == [("ack", 1, True)] and old.frames == []
+
+
+class SlowChannel(RecordingChannel):
+    """Hands frames to the writer after a variable delay, as a busy connection does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delays = [0.003, 0.0, 0.002, 0.0, 0.001] * 50
+
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
+        await asyncio.sleep(self.delays.pop())
+        self.frames.append(("ack", delivery_tag, multiple))
+
+
+async def test_concurrent_flushes_never_send_a_lower_target_after_a_higher_one() -> None:
+    channel, acks = SlowChannel(), Acks(max_held=1000)
+    for tag in range(1, 101):
+        acks.delivered(channel, tag)
+
+    async def settle(tag: int) -> None:
+        acks.ack(channel, tag)
+        await acks.flush()
+
+    await asyncio.gather(*(settle(tag) for tag in range(1, 101)))
+
+    targets = [tag for _, tag, multiple in channel.frames if multiple]
+    assert targets == sorted(targets) and targets[-1] == 100

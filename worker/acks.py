@@ -9,10 +9,15 @@ are not touched; T itself must be one we acknowledge, never a rejected one.)
 A slow message holds back the ones after it; when too many wait behind it they are
 acknowledged one by one, so a straggler never fills the prefetch window. Rejections
 (requeue) are sent at once.
+
+Frames of one channel are computed and handed to the connection's writer under one lock:
+two flushes racing could otherwise hand over "up to 95" before "up to 94", and the broker
+closes the channel on the second (its target is no longer outstanding).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from typing import Any
 
@@ -25,6 +30,7 @@ class ChannelAcks:
         self._order: deque[int] = deque()  # delivered tags, in order
         self._settled: dict[int, bool] = {}  # tag -> True (ack) / False (rejected), not yet sent
         self._max_held = max_held
+        self._lock = asyncio.Lock()
 
     def delivered(self, tag: int) -> None:
         self._order.append(tag)
@@ -33,10 +39,15 @@ class ChannelAcks:
         self._settled[tag] = True
 
     async def reject(self, tag: int, *, requeue: bool) -> None:
-        await self.channel.basic_reject(delivery_tag=tag, requeue=requeue)
-        self._settled[tag] = False
+        async with self._lock:
+            await self.channel.basic_reject(delivery_tag=tag, requeue=requeue)
+            self._settled[tag] = False
 
     async def flush(self) -> None:
+        async with self._lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         upto: int | None = None
         while self._order and self._order[0] in self._settled:
             tag = self._order.popleft()

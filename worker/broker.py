@@ -159,7 +159,9 @@ class Broker:
         )
 
     async def connect(self, *, declare_topology: bool = True) -> None:
-        self._connection = await aio_pika.connect_robust(self._url, client_properties={"connection_name": "iw"})
+        self._connection = await aio_pika.connect_robust(
+            self._url, client_properties={"connection_name": f"integration-worker/{self.topology.prefix}"}
+        )
         self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         if declare_topology:
             await declare(self._channel, self.topology)

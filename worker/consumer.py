@@ -43,7 +43,7 @@ from worker.acks import Acks
 from worker.broker import BrokerUnavailable
 from worker.context import IntegrationRecord, LogEntry, OutboxItem, Staged
 from worker.db import Conn
-from worker.errors import Failure, PermanentError, _validation_summary, classify
+from worker.errors import DB_ERRORS, Failure, PermanentError, _validation_summary, classify
 from worker.integration import Handler
 from worker.logging import get_logger
 from worker.metrics import (
@@ -255,7 +255,7 @@ class Worker:
                         if not e.integration_id and not e.external_team_id and e.team_id
                     ],
                 )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             failure = classify(exc)
             for delivery in ready:
                 self._spawn(delivery, self._fail(delivery, failure))
@@ -552,7 +552,7 @@ class Worker:
                         raise
                     written.clear()
                     raced, refused = await self._apply_one_by_one(conn, batch, written)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             failure = classify(exc)  # the database is unavailable: nothing of this batch committed
             for item in batch:
                 if item.outcome == "parked":  # already safe on the parking queue; only its log row is lost

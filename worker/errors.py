@@ -79,7 +79,20 @@ def classify_response(response: httpx.Response) -> Failure | None:
     return Failure("permanent", _http_reason(response))
 
 
-_DB_TRANSIENT = (
+# The database is unreachable, restarting, or dropped our session: worth a retry.
+DB_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a pooled connection the server killed mid-protocol
+    asyncpg.exceptions.ClientCannotConnectError,
+)
+
+# Anything the database layer raises: unavailable, or refused.
+DB_ERRORS: tuple[type[Exception], ...] = (*DB_UNAVAILABLE, asyncpg.PostgresError)
+
+_DB_TRANSIENT: tuple[type[Exception], ...] = (
+    *DB_UNAVAILABLE,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,

@@ -18,7 +18,10 @@ from typing import Any
 
 import asyncpg
 
+from worker.errors import DB_ERRORS
+
 INDEX_COLUMN = "__iw_index"
+_RUN_APART: tuple[type[Exception], ...] = (*DB_ERRORS, ValueError, TypeError)
 _PARAM = re.compile(r"\$(\d+)")
 _READ = re.compile(r"^\s*(select|with)\b", re.IGNORECASE)
 _LOCKING = re.compile(r"\bfor\s+(update|share|no\s+key|key)\b", re.IGNORECASE)
@@ -70,7 +73,7 @@ class ReadBatcher:
         try:
             async with self._pool.acquire() as conn:
                 rows = await conn.fetchmany(self._wrap(sql), [(*args, i) for i, (args, _) in enumerate(items)])
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError, TypeError):
+        except _RUN_APART:
             # One bad argument fails the whole pipeline: run them apart so each caller gets its own answer.
             await asyncio.gather(*(self._one(sql, args, future) for args, future in items))
             return

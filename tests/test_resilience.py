@@ -1,0 +1,116 @@
+"""The broker drops the worker's connection, PostgreSQL kills its sessions: nothing is lost, nothing
+is done twice (a second run of a write here would be refused by the primary key, and parked)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tests.conftest import eventually, teardown
+from tests.helpers import publish
+from tests.support.probe import PROBE_REGISTRY
+from worker.consumer import Worker
+from worker.install import InstallRequest, install
+from worker.runtime import Runtime
+from worker.settings import Settings
+
+TEAM = "team-resilience"
+
+
+@pytest.fixture
+async def probe_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    rt = Runtime(settings, PROBE_REGISTRY)
+    await rt.start()
+    await install(rt, InstallRequest("probe", TEAM, {}))
+    try:
+        yield rt
+    finally:
+        await teardown(rt)
+
+
+async def _load(runtime: Runtime, count: int, sleep: float) -> None:
+    await asyncio.gather(
+        *(
+            publish(runtime, "probe", "command", "write", {"key": f"k{i}", "value": i, "sleep": sleep}, team_id=TEAM)
+            for i in range(count)
+        )
+    )
+
+
+async def _exactly_once(runtime: Runtime, count: int) -> None:
+    """Checked on a connection of the test's own: the runtime's pool is what is under attack."""
+    check = await asyncpg.connect(runtime.settings.database_url.get_secret_value())
+    try:
+        await check.execute(f'SET search_path TO "{runtime.settings.database_schema}"')
+        await eventually(lambda: check.fetchval("SELECT count(*) = $1 FROM probe_rows", count), timeout=60)
+        await eventually(lambda: check.fetchval("SELECT count(*) = $1 FROM processed_events", count), timeout=30)
+        assert await check.fetchval("SELECT count(*) FROM integration_logs WHERE level = 'error'") == 0
+    finally:
+        await check.close()
+
+
+def _close_amqp_connections(name: str) -> int:
+    """Close, from the broker's side, the connections whose client says it is `name`."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "list_connections", "pid", "client_properties"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    closed = 0
+    for line in listed.stdout.splitlines():
+        pid, _, properties = line.partition("\t")
+        if pid.startswith("<") and f'{{"connection_name","{name}"}}' in properties:
+            subprocess.run(
+                ["rabbitmqctl", "close_connection", pid, "test: broker drops the connection"],
+                capture_output=True, check=True, timeout=60,
+            )  # fmt: skip
+            closed += 1
+    return closed
+
+
+async def test_the_broker_dropping_the_connection_loses_and_repeats_nothing(probe_runtime: Runtime) -> None:
+    await _load(probe_runtime, 300, sleep=0.01)
+    worker = Worker(probe_runtime, concurrency=16)
+    await worker.start()
+    try:
+        await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) > 30 FROM probe_rows"))
+        name = f"integration-worker/{probe_runtime.topology.prefix}"
+        assert await asyncio.to_thread(_close_amqp_connections, name) == 1
+        await _exactly_once(probe_runtime, 300)
+    finally:
+        await worker.stop()
+
+
+async def test_postgresql_killing_the_sessions_loses_and_repeats_nothing(probe_runtime: Runtime) -> None:
+    await _load(probe_runtime, 300, sleep=0.005)
+    worker = Worker(probe_runtime, concurrency=16)
+    await worker.start()
+    admin = await asyncpg.connect(probe_runtime.settings.database_url.get_secret_value())
+    try:
+        await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) > 30 FROM probe_rows"))
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            f"integration-worker/{probe_runtime.topology.prefix}",
+        )
+        assert killed >= 1
+        await _exactly_once(probe_runtime, 300)
+    finally:
+        await admin.close()
+        await worker.stop()
+
+
+async def test_a_channel_error_mid_stream_loses_and_repeats_nothing(probe_runtime: Runtime) -> None:
+    await _load(probe_runtime, 300, sleep=0.01)
+    worker = Worker(probe_runtime, concurrency=16)
+    await worker.start()
+    try:
+        await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) > 30 FROM probe_rows"))
+        assert worker._channel is not None
+        raw = await worker._channel.get_underlay_channel()
+        await raw.basic_ack(delivery_tag=10_000_000, wait=False)  # the broker closes the channel for this
+        await _exactly_once(probe_runtime, 300)
+    finally:
+        await worker.stop()
