@@ -1,0 +1,250 @@
+"""Fixtures of the chat integrations: fake Slack, Mattermost (HTTP and WebSocket) and Twilio servers
+on 127.0.0.1, the environment that points the service at them, installs, and the helpers a test
+needs to talk like a provider (signed requests) or like the platform (link confirmations)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+import orjson
+import pytest
+
+from schemas.envelope import Envelope, Kind
+from schemas.rows import ParkedMessage
+from tests.conftest import TEAM, eventually, queue_depth
+from tests.fakes import slack as fake_slack
+from tests.fakes.server import BackgroundServer
+from tests.fakes.slack import FakeSlackState
+from worker import dead
+from worker.consumer import Worker
+from worker.install import InstallRequest, install
+from worker.runtime import Runtime
+
+SLACK_SIGNING_SECRET = "slack-signing-secret"
+
+
+async def soon(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """`eventually` for a plain (not async) check: what fakes recorded."""
+
+    async def wrapped() -> Any:
+        return check()
+
+    return await eventually(wrapped, timeout)
+
+
+# --- fake providers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fake_slack_server() -> Iterator[tuple[FakeSlackState, str]]:
+    state = FakeSlackState()
+    server = BackgroundServer(fake_slack.build_app(state)).start()
+    yield state, server.url
+    server.stop()
+
+
+@pytest.fixture
+def slack(fake_slack_server: tuple[FakeSlackState, str]) -> FakeSlackState:
+    state, _ = fake_slack_server
+    state.reset()
+    return state
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    fake_slack_server: tuple[FakeSlackState, str],
+) -> dict[str, str]:
+    """The shared test environment plus the chat providers' settings."""
+    slack_url = fake_slack_server[1]
+    values = {
+        "IW_SIGNING_KEY": "chat-test-signing-key-" + uuid.uuid4().hex,
+        "IW_SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET,
+        "IW_SLACK_CLIENT_ID": fake_slack.CLIENT_ID,
+        "IW_SLACK_CLIENT_SECRET": fake_slack.CLIENT_SECRET,
+        "IW_SLACK_API_URL": f"{slack_url}/api",
+        "IW_SLACK_AUTHORIZE_URL": f"{slack_url}/oauth/v2/authorize",
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return {**env, **values}
+
+
+# --- installs ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def slack_integration(runtime: Runtime, slack: FakeSlackState) -> Any:
+    record, _ = await install(
+        runtime,
+        InstallRequest(
+            "slack",
+            TEAM,
+            {
+                "teamId": fake_slack.TEAM_ID,
+                "teamName": "Acme",
+                "accessToken": slack.new_bot_token(),
+                "botUserId": fake_slack.BOT_USER_ID,
+            },
+            source="test",
+        ),
+    )
+    return record
+
+
+# --- talking like Slack ---------------------------------------------------------------------------------
+
+
+def signed_slack(
+    payload: dict[str, Any],
+    *,
+    timestamp: int | None = None,
+    secret: str = SLACK_SIGNING_SECRET,
+    retry: int | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    body = orjson.dumps(payload)
+    stamp = str(timestamp if timestamp is not None else int(time.time()))
+    signature = "v0=" + hmac.new(secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256).hexdigest()
+    headers = {
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": signature,
+        "Content-Type": "application/json",
+    }
+    if retry is not None:
+        headers.update({"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"})
+    return body, headers
+
+
+def slack_event(
+    event: dict[str, Any], *, event_id: str | None = None, team_id: str = fake_slack.TEAM_ID
+) -> dict[str, Any]:
+    return {
+        "token": "verification-token",
+        "team_id": team_id,
+        "api_app_id": "A0APP",
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+        "event_time": int(time.time()),
+        "authorizations": [{"team_id": team_id, "user_id": fake_slack.BOT_USER_ID, "is_bot": True}],
+    }
+
+
+def mention(
+    text: str,
+    *,
+    user: str = "U0ALICE",
+    channel: str = "C0GENERAL",
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    files: list[dict[str, Any]] | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@{fake_slack.BOT_USER_ID}> {text}",
+        "ts": ts or f"{time.time():.6f}",
+        "channel": channel,
+        "event_ts": ts or f"{time.time():.6f}",
+    }
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    if files:
+        event["files"] = files
+    return slack_event(event, event_id=event_id)
+
+
+async def post_slack(ingress: httpx.AsyncClient, payload: dict[str, Any], **kwargs: Any) -> httpx.Response:
+    body, headers = signed_slack(payload, **kwargs)
+    return await ingress.post("/webhooks/slack", content=body, headers=headers)
+
+
+# --- acting like the platform ---------------------------------------------------------------------------
+
+
+_TOKEN_RE = re.compile(r"[?&]token=([^\s&)]+)")
+
+
+def link_token_in(text: str) -> str:
+    found = _TOKEN_RE.search(text)
+    assert found, f"no association link in {text!r}"
+    return unquote(found.group(1))
+
+
+async def confirm_link(
+    ingress: httpx.AsyncClient, env: dict[str, str], token: str, user_id: str, team_id: str = TEAM
+) -> httpx.Response:
+    return await ingress.post(
+        "/links",
+        json={"token": token, "user_id": user_id, "team_id": team_id},
+        headers={"Authorization": f"Bearer {env['IW_ADMIN_TOKEN']}"},
+    )
+
+
+async def link_count(runtime: Runtime) -> int:
+    return int(await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link"))
+
+
+async def publish(
+    runtime: Runtime,
+    type_: str,
+    kind: Kind,
+    name: str,
+    payload: dict[str, Any],
+    *,
+    team_id: str | None = None,
+    integration_id: str | None = None,
+    id: str | None = None,
+) -> Envelope:
+    """Publish onto the incoming exchange as another service (the platform, its agent) would."""
+    envelope = Envelope(
+        id=id or f"test:{uuid.uuid4()}",
+        type=type_,
+        kind=kind,
+        name=name,
+        team_id=team_id,
+        integration_id=integration_id,
+        payload=payload,
+    )
+    await runtime.publish_envelope(envelope)
+    return envelope
+
+
+async def parked(runtime: Runtime) -> list[ParkedMessage]:
+    return await dead.list_parked(runtime.broker, None)
+
+
+async def link_directly(runtime: Runtime, integration: Any, external_user_id: str, user_id: str) -> None:
+    """A link row as a confirmed link leaves it (for tests about what happens once linked)."""
+    await runtime.pool.execute(
+        """INSERT INTO integration_user_link (team_id, user_id, external_user_id, integration_id, integration_type)
+           VALUES ($1, $2, $3, $4, $5)""",
+        integration.team_id,
+        user_id,
+        external_user_id,
+        integration.id,
+        integration.type,
+    )
+
+
+async def settled(runtime: Runtime, worker: Worker, type_: str) -> None:
+    """Nothing left on the type's queue and nothing in flight in the worker."""
+
+    async def empty() -> bool:
+        return await queue_depth(runtime, runtime.topology.queue(type_)) == 0
+
+    await eventually(empty)
+    await worker.wait_idle()
