@@ -1,11 +1,12 @@
 """Every integration this worker knows. Adding one: a folder, and a line here."""
 
-from integrations import github, slack
+from integrations import github, mattermost, slack
 from worker.integration import Registry
 
 REGISTRY = Registry(
     [
         github.integration,
+        mattermost.integration,
         slack.integration,
     ]
 )

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -20,13 +23,16 @@ import pytest
 from schemas.envelope import Envelope, Kind
 from schemas.rows import ParkedMessage
 from tests.conftest import TEAM, eventually, queue_depth
+from tests.fakes import mattermost as fake_mattermost
 from tests.fakes import slack as fake_slack
+from tests.fakes.mattermost import FakeMattermostState
 from tests.fakes.server import BackgroundServer
 from tests.fakes.slack import FakeSlackState
 from worker import dead
 from worker.consumer import Worker
 from worker.install import InstallRequest, install
 from worker.runtime import Runtime
+from worker.services import ServiceRunner, lock_key
 
 SLACK_SIGNING_SECRET = "slack-signing-secret"
 
@@ -58,6 +64,22 @@ def slack(fake_slack_server: tuple[FakeSlackState, str]) -> FakeSlackState:
     return state
 
 
+@pytest.fixture(scope="session")
+def fake_mattermost_server() -> Iterator[tuple[FakeMattermostState, str]]:
+    state = FakeMattermostState()
+    server = BackgroundServer(fake_mattermost.build_app(state)).start()
+    yield state, server.url
+    server.stop()
+
+
+@pytest.fixture
+def mattermost(fake_mattermost_server: tuple[FakeMattermostState, str]) -> FakeMattermostState:
+    state, _ = fake_mattermost_server
+    state.close_all()  # a listener left over from another test
+    state.reset()
+    return state
+
+
 # --- configuration ----------------------------------------------------------------------------------
 
 
@@ -71,6 +93,7 @@ def env(
     slack_url = fake_slack_server[1]
     values = {
         "IW_SIGNING_KEY": "chat-test-signing-key-" + uuid.uuid4().hex,
+        "IW_SERVICE_POLL_INTERVAL": "0.3",
         "IW_SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET,
         "IW_SLACK_CLIENT_ID": fake_slack.CLIENT_ID,
         "IW_SLACK_CLIENT_SECRET": fake_slack.CLIENT_SECRET,
@@ -102,6 +125,41 @@ async def slack_integration(runtime: Runtime, slack: FakeSlackState) -> Any:
         ),
     )
     return record
+
+
+MATTERMOST_WEBHOOK_TOKEN = "mm-outgoing-webhook-token"
+
+
+@pytest.fixture
+async def mattermost_integration(
+    runtime: Runtime, mattermost: FakeMattermostState, fake_mattermost_server: tuple[FakeMattermostState, str]
+) -> Any:
+    record, _ = await install(
+        runtime,
+        InstallRequest(
+            "mattermost",
+            TEAM,
+            {
+                "url": fake_mattermost_server[1],
+                "token": fake_mattermost.TOKEN,
+                "teamNotificationChannelId": "team0000000000000000000000",
+                "webhookToken": MATTERMOST_WEBHOOK_TOKEN,
+            },
+            source="test",
+        ),
+    )
+    return record
+
+
+@pytest.fixture
+async def services(runtime: Runtime) -> AsyncIterator[ServiceRunner]:
+    """The services runner of a worker process, in this test's process."""
+    runner = ServiceRunner(runtime, poll_interval=0.2)
+    await runner.start()
+    try:
+        yield runner
+    finally:
+        await runner.stop()
 
 
 # --- talking like Slack ---------------------------------------------------------------------------------
@@ -248,3 +306,26 @@ async def settled(runtime: Runtime, worker: Worker, type_: str) -> None:
 
     await eventually(empty)
     await worker.wait_idle()
+
+
+def spawn_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """`integration-worker worker` as its own process, configured by environment, as ops run it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "worker", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def listener_holder(runtime: Runtime, integration: Any, service: str = "listener") -> tuple[int, str] | None:
+    """(backend pid, application name) of the session holding the service's lease, if any."""
+    key = lock_key(runtime.settings.database_schema, integration.type, service, integration.id) & 0xFFFFFFFFFFFFFFFF
+    row = await runtime.pool.fetchrow(
+        """SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = $1 AND l.objid::bigint = $2""",
+        key >> 32,
+        key & 0xFFFFFFFF,
+    )
+    return (int(row["pid"]), str(row["application_name"])) if row is not None else None
