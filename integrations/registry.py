@@ -1,6 +1,6 @@
 """Every integration this worker knows. Adding one: a folder, and a line here."""
 
-from integrations import github, mattermost, slack
+from integrations import github, mattermost, slack, task_comments, whatsapp
 from worker.integration import Registry
 
 REGISTRY = Registry(
@@ -8,5 +8,7 @@ REGISTRY = Registry(
         github.integration,
         mattermost.integration,
         slack.integration,
+        task_comments.integration,
+        whatsapp.integration,
     ]
 )

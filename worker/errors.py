@@ -105,7 +105,7 @@ def classify(exc: BaseException) -> Failure:
         return Failure("transient", f"network error: {type(exc).__name__}: {redact(str(exc))}")
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return Failure("transient", "timed out")
-    if isinstance(exc, _DB_TRANSIENT | ConnectionError | OSError):
+    if isinstance(exc, (*_DB_TRANSIENT, ConnectionError, OSError)):
         return Failure("transient", f"database or network unavailable: {type(exc).__name__}: {redact(str(exc))}")
     if isinstance(exc, ValidationError):
         return Failure("permanent", f"invalid input: {_validation_summary(exc)}")

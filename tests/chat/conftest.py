@@ -4,6 +4,7 @@ needs to talk like a provider (signed requests) or like the platform (link confi
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -12,9 +13,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 import httpx
 import orjson
@@ -25,9 +26,11 @@ from schemas.rows import ParkedMessage
 from tests.conftest import TEAM, eventually, queue_depth
 from tests.fakes import mattermost as fake_mattermost
 from tests.fakes import slack as fake_slack
+from tests.fakes import twilio as fake_twilio
 from tests.fakes.mattermost import FakeMattermostState
 from tests.fakes.server import BackgroundServer
 from tests.fakes.slack import FakeSlackState
+from tests.fakes.twilio import FakeTwilioState
 from worker import dead
 from worker.consumer import Worker
 from worker.install import InstallRequest, install
@@ -80,6 +83,21 @@ def mattermost(fake_mattermost_server: tuple[FakeMattermostState, str]) -> FakeM
     return state
 
 
+@pytest.fixture(scope="session")
+def fake_twilio_server() -> Iterator[tuple[FakeTwilioState, str]]:
+    state = FakeTwilioState()
+    server = BackgroundServer(fake_twilio.build_app(state)).start()
+    yield state, server.url
+    server.stop()
+
+
+@pytest.fixture
+def twilio(fake_twilio_server: tuple[FakeTwilioState, str]) -> FakeTwilioState:
+    state, _ = fake_twilio_server
+    state.reset()
+    return state
+
+
 # --- configuration ----------------------------------------------------------------------------------
 
 
@@ -88,6 +106,7 @@ def env(
     env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
     fake_slack_server: tuple[FakeSlackState, str],
+    fake_twilio_server: tuple[FakeTwilioState, str],
 ) -> dict[str, str]:
     """The shared test environment plus the chat providers' settings."""
     slack_url = fake_slack_server[1]
@@ -99,6 +118,10 @@ def env(
         "IW_SLACK_CLIENT_SECRET": fake_slack.CLIENT_SECRET,
         "IW_SLACK_API_URL": f"{slack_url}/api",
         "IW_SLACK_AUTHORIZE_URL": f"{slack_url}/oauth/v2/authorize",
+        "IW_WHATSAPP_ACCOUNT_SID": fake_twilio.ACCOUNT_SID,
+        "IW_WHATSAPP_AUTH_TOKEN": fake_twilio.AUTH_TOKEN,
+        "IW_WHATSAPP_API_URL": fake_twilio_server[1],
+        "IW_WHATSAPP_MEDIA_HOSTS": "127.0.0.1",
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
@@ -160,6 +183,74 @@ async def services(runtime: Runtime) -> AsyncIterator[ServiceRunner]:
         yield runner
     finally:
         await runner.stop()
+
+
+WHATSAPP_NUMBER = "+14155238886"
+
+
+@pytest.fixture
+async def whatsapp_integration(runtime: Runtime, twilio: FakeTwilioState) -> Any:
+    record, _ = await install(runtime, InstallRequest("whatsapp", TEAM, {"number": WHATSAPP_NUMBER}, source="test"))
+    return record
+
+
+# --- talking like Twilio --------------------------------------------------------------------------------
+
+WHATSAPP_URL = "https://iw.example.com/webhooks/whatsapp"
+
+
+def twilio_signature(url: str, params: list[tuple[str, str]], token: str = fake_twilio.AUTH_TOKEN) -> str:
+    text = url + "".join(k + v for k, v in sorted(params))
+    return base64.b64encode(hmac.new(token.encode(), text.encode(), hashlib.sha1).digest()).decode()
+
+
+def whatsapp_message(
+    body: str,
+    *,
+    sender: str = "+15551230001",
+    name: str = "Alice",
+    to: str = WHATSAPP_NUMBER,
+    sid: str | None = None,
+    media: Sequence[tuple[str, str]] = (),
+) -> list[tuple[str, str]]:
+    sid = sid or "SM" + uuid.uuid4().hex
+    params = [
+        ("MessageSid", sid),
+        ("SmsMessageSid", sid),
+        ("SmsSid", sid),
+        ("AccountSid", fake_twilio.ACCOUNT_SID),
+        ("From", f"whatsapp:{sender}"),
+        ("To", f"whatsapp:{to}"),
+        ("Body", body),
+        ("NumMedia", str(len(media))),
+        ("NumSegments", "1"),
+        ("ProfileName", name),
+        ("WaId", sender.lstrip("+")),
+        ("SmsStatus", "received"),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    for i, (url, content_type) in enumerate(media):
+        params += [(f"MediaUrl{i}", url), (f"MediaContentType{i}", content_type)]
+    return params
+
+
+async def post_whatsapp(
+    ingress: httpx.AsyncClient,
+    params: list[tuple[str, str]],
+    *,
+    signed_url: str = WHATSAPP_URL,
+    signature: str | None = None,
+) -> httpx.Response:
+    body = urlencode(params)
+    return await ingress.post(
+        "/webhooks/whatsapp",
+        content=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": signature if signature is not None else twilio_signature(signed_url, params),
+            "I-Twilio-Idempotency-Token": uuid.uuid4().hex,
+        },
+    )
 
 
 # --- talking like Slack ---------------------------------------------------------------------------------
