@@ -31,7 +31,7 @@ from tests.fakes.mattermost import FakeMattermostState
 from tests.fakes.server import BackgroundServer
 from tests.fakes.slack import FakeSlackState
 from tests.fakes.twilio import FakeTwilioState
-from worker import dead
+from worker import dead, signing
 from worker.consumer import Worker
 from worker.install import InstallRequest, install
 from worker.runtime import Runtime
@@ -420,3 +420,34 @@ async def listener_holder(runtime: Runtime, integration: Any, service: str = "li
         key & 0xFFFFFFFF,
     )
     return (int(row["pid"]), str(row["application_name"])) if row is not None else None
+
+
+def _b64json(part: str) -> dict[str, Any]:
+    return dict(orjson.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))))
+
+
+def _b64(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
+
+
+def tampered_tokens(token: str, signing_key: str) -> dict[str, str]:
+    """Variants of a genuine link token that must all be refused."""
+    header, body, signature = token.split(".")
+    claims = {k: v for k, v in _b64json(body).items() if k not in ("aud", "iat", "exp")}
+    return {
+        "altered": f"{header}.{_b64({**_b64json(body), 'sub': 'someone-else'})}.{signature}",
+        "forged": signing.sign("a-key-the-attacker-chose-for-this-test", "link", claims, 3600),
+        "expired": signing.sign(signing_key, "link", claims, -5),
+        "other purpose": signing.sign(signing_key, "oauth:slack", claims, 3600),
+        "garbage": "not-a-token",
+    }
+
+
+async def assert_tampered_tokens_link_nobody(
+    ingress: httpx.AsyncClient, runtime: Runtime, env: dict[str, str], token: str
+) -> None:
+    for what, bad in tampered_tokens(token, env["IW_SIGNING_KEY"]).items():
+        response = await confirm_link(ingress, env, bad, "user-mallory")
+        assert response.status_code == 400, (what, response.text)
+        assert "link token refused" in response.json()["error"], what
+    assert await link_count(runtime) == 0

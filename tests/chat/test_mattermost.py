@@ -10,6 +10,7 @@ import pytest
 
 from tests.chat.conftest import (
     MATTERMOST_WEBHOOK_TOKEN,
+    assert_tampered_tokens_link_nobody,
     link_count,
     link_token_in,
     parked,
@@ -54,6 +55,8 @@ async def test_install_checks_the_token_against_the_server_and_says_what_is_wron
 async def test_a_direct_message_from_an_unlinked_person_gets_one_link_then_mentions_reach_the_agent(
     runtime: Runtime,
     worker: Worker,
+    ingress: httpx.AsyncClient,
+    env: dict[str, str],
     results: Results,
     mattermost: FakeMattermostState,
     mattermost_integration: Any,
@@ -67,6 +70,7 @@ async def test_a_direct_message_from_an_unlinked_person_gets_one_link_then_menti
     link = (await soon(lambda: mattermost.posts))[0]
     assert link["channel_id"] == "dm00000000000000000000000a" and link["root_id"] == "p" * 26
     assert "https://app.example.com/integrations/associate?token=" in link["message"] and "alice" in link["message"]
+    await assert_tampered_tokens_link_nobody(ingress, runtime, env, link_token_in(link["message"]))
     await publish(
         runtime,
         "integration",

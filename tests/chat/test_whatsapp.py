@@ -9,6 +9,7 @@ import httpx
 
 from tests.chat.conftest import (
     WHATSAPP_NUMBER,
+    assert_tampered_tokens_link_nobody,
     confirm_link,
     link_count,
     link_directly,
@@ -48,6 +49,7 @@ async def test_an_unlinked_number_gets_one_link_then_its_messages_reach_the_agen
     assert (link["To"], link["From"]) == (f"whatsapp:{ALICE}", f"whatsapp:{WHATSAPP_NUMBER}")
     assert "https://app.example.com/integrations/associate?token=" in link["Body"] and "Alice" in link["Body"]
 
+    await assert_tampered_tokens_link_nobody(ingress, runtime, env, link_token_in(link["Body"]))
     confirmed = await confirm_link(ingress, env, link_token_in(link["Body"]), "user-alice")
     assert confirmed.status_code == 201
     assert confirmed.json()["external_user_id"] == ALICE and confirmed.json()["integration_type"] == "whatsapp"
