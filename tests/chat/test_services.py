@@ -52,11 +52,14 @@ async def test_two_worker_processes_hold_one_listener_and_killing_the_holder_mov
         for process in workers:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
+        output = ""
         for process in workers:
             with contextlib.suppress(Exception):
-                process.wait(timeout=15)
+                output += process.communicate(timeout=15)[0] or ""
             if process.poll() is None:
                 process.kill()
+    assert "service started" in output and "mattermost websocket connected" in output
+    assert fake_mattermost.TOKEN not in output and env["IW_SIGNING_KEY"] not in output  # no secret in the logs
 
 
 async def test_a_broken_lease_connection_stops_the_listener_at_once_and_it_comes_back(

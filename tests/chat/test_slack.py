@@ -7,9 +7,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
+import orjson
 import pytest
+from pydantic import SecretStr
 
+from integrations.slack import tokens
+from schemas.envelope import Envelope
 from tests.chat.conftest import (
     assert_tampered_tokens_link_nobody,
     confirm_link,
@@ -31,6 +36,7 @@ from tests.fakes.slack import FakeSlackState
 from worker import signing
 from worker.consumer import Worker
 from worker.install import InstallRequest, install
+from worker.logging import get_logger
 from worker.runtime import Runtime
 
 
@@ -388,3 +394,57 @@ async def test_files_reach_the_agent_by_reference_and_are_fetched_with_the_bot_t
 
 async def _config(runtime: Runtime) -> dict[str, Any]:
     return dict((await runtime.pool.fetchrow("SELECT config FROM integrations WHERE type = 'slack'"))["config"])
+
+
+async def test_a_token_another_process_rotated_is_used_not_refreshed_again(
+    runtime: Runtime, slack: FakeSlackState, env: dict[str, str]
+) -> None:
+    """Two processes refresh at once. The second either finds the first's token already stored
+    (re-read after its lock), or is refused by Slack (the refresh token is spent) and then reads
+    what the first stored; either way it uses that token instead of failing."""
+    expiring = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+    record, _ = await install(
+        runtime,
+        InstallRequest(
+            "slack",
+            TEAM,
+            {
+                "teamId": fake_slack.TEAM_ID,
+                "accessToken": slack.new_bot_token(),
+                "refreshToken": "xoxe-spent",
+                "tokenExpiresAt": expiring,
+            },
+        ),
+    )
+    fresh = slack.new_bot_token()  # what the other process got from Slack and stores
+    rotated = runtime.secrets.seal(
+        record.config.model_copy(
+            update={
+                "access_token": SecretStr(fresh),
+                "refresh_token": SecretStr("xoxe-next"),
+                "token_expires_at": datetime.now(UTC) + timedelta(hours=12),
+            }
+        )
+    )
+
+    async def other_process_stores_its_token() -> None:
+        conn = await asyncpg.connect(env["IW_DATABASE_URL"])
+        try:
+            await conn.execute(
+                f'UPDATE "{env["IW_DATABASE_SCHEMA"]}".integrations SET config = $1::text::jsonb',
+                orjson.dumps(rotated).decode(),
+            )
+        finally:
+            await conn.close()
+
+    slack.before_refresh = other_process_stores_its_token
+    envelope = Envelope(id="test:rotation", type="slack", kind="command", name="post_message", team_id=TEAM)
+    stale = runtime.context(envelope, record, log=get_logger())  # holds the config it was handed
+
+    assert await tokens.bot_token(stale) == fresh  # refused by Slack, then read from the store
+    assert slack.of("oauth.v2.access") == [{"grant_type": "refresh_token", "refresh_token": "xoxe-spent"}]
+
+    again = runtime.context(envelope, record, log=get_logger())
+    runtime.caches["slack"].delete(f"bot-token:{record.id}")
+    assert await tokens.bot_token(again) == fresh  # found in the store: no second refresh
+    assert len(slack.of("oauth.v2.access")) == 1

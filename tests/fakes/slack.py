@@ -8,6 +8,7 @@ import base64
 import secrets
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -35,6 +36,8 @@ class FakeSlackState:
     calls: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)  # method, body, token
     inject: dict[str, list[tuple[int, dict[str, Any], dict[str, str]]]] = field(default_factory=dict)
     file_requests: list[str | None] = field(default_factory=list)  # Authorization headers seen
+    # Runs before a refresh is answered (in the server's loop): "another process" acting meanwhile.
+    before_refresh: Callable[[], Awaitable[None]] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
@@ -47,6 +50,7 @@ class FakeSlackState:
             self.calls.clear()
             self.inject.clear()
             self.file_requests.clear()
+            self.before_refresh = None
 
     def new_bot_token(self) -> str:
         token = "xoxb-" + secrets.token_hex(12)
@@ -105,6 +109,8 @@ def build_app(state: FakeSlackState) -> Starlette:
         if _basic(request) != (CLIENT_ID, CLIENT_SECRET):
             return JSONResponse({"ok": False, "error": "invalid_client"})
         if body.get("grant_type") == "refresh_token":
+            if state.before_refresh is not None:
+                await state.before_refresh()
             with state.lock:
                 known = state.refresh_tokens.pop(str(body.get("refresh_token")), None)
             if known is None:
