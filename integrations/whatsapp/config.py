@@ -36,7 +36,9 @@ class WhatsappSettings(BaseSettings):
     auth_token: SecretStr | None = Field(default=None, description="Signs Twilio's webhooks; authenticates calls.")
     api_url: str = Field(default="https://api.twilio.com")
     media_hosts: str = Field(default="api.twilio.com", description="Hosts that may receive the account's credentials.")
-    working_text: str = Field(default="Got it, working on it…", description="The acknowledgement to a linked person.")
+    working_text: str = Field(
+        default="Got it, working on it…", description="The acknowledgement to a linked person; empty: none."
+    )
 
     def allowed_media_hosts(self) -> set[str]:
         hosts = {h.strip().lower() for h in self.media_hosts.split(",") if h.strip()}

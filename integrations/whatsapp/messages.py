@@ -25,6 +25,7 @@ async def on_message(ctx: Context) -> None:
         for i in range(min(count, MAX_MEDIA))
         if (url := fields.get(f"MediaUrl{i}"))
     ]
+    working = ctx.settings_as(WhatsappSettings).working_text  # empty: no acknowledgement
     await receive(
         ctx,
         IncomingMessage(
@@ -33,7 +34,7 @@ async def on_message(ctx: Context) -> None:
             text=fields.get("Body", "").strip(),
             sender=Sender(sender, fields.get("ProfileName") or None),
             replies=Replies("send_message", {"to": sender}, "body"),
-            acknowledge=Command("send_message", {"to": sender, "body": ctx.settings_as(WhatsappSettings).working_text}),
+            acknowledge=Command("send_message", {"to": sender, "body": working}) if working else None,
             attachments=media,
             is_direct=True,
             metadata={"wa_id": fields.get("WaId"), "message_sid": fields.get("MessageSid")},
