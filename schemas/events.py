@@ -132,3 +132,87 @@ class TaskStatusChange(EventData):
     )
     repository: str
     merged: bool
+
+
+# --- conversations (Slack, Mattermost, WhatsApp, task comments) -----------------------------------------
+
+AttachmentKind = Literal["image", "audio", "video", "document", "other"]
+
+
+class AttachmentRef(BaseModel):
+    """A file that came with a message, by reference: `url` is a signed, expiring link on the ingress
+    that fetches the file from the provider with the integration's own credentials."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: AttachmentKind
+    name: str | None = None
+    mime_type: str | None = None
+    size: int | None = Field(default=None, description="Bytes, when the provider said.")
+    url: str = Field(description="GET it (no other credentials needed) before `expires_at`.")
+    expires_at: datetime
+    transcribe: bool = Field(default=False, description="Audio: the platform should transcribe it.")
+
+
+class ReplyTarget(BaseModel):
+    """How to answer a message: publish `routing_key` (a command on the incoming exchange) with
+    `integration_id` and `input`, plus the answer's text under `text_field`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    action: str
+    routing_key: str
+    integration_id: str | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    text_field: str = "text"
+
+
+class MessageReceived(EventData):
+    """A linked person wrote to the bot (a mention, a direct message, a WhatsApp message, a task
+    comment mentioning it): the platform's agent should answer through `reply`."""
+
+    EVENT: ClassVar[str] = "message.received"
+    source: str = Field(description="`slack`, `mattermost`, `whatsapp`, `task-comments`.")
+    conversation_id: str = Field(description="`slack-{channel}-{thread}`, `task-{task_id}-thread`, ...")
+    message_id: str = Field(description="The message's id at the source.")
+    user_id: str = Field(description="The platform user who wrote it.")
+    user_link_id: str | None = Field(default=None, description="The `integration_user_link` row, if one was used.")
+    external_user_id: str
+    external_user_name: str | None = None
+    text: str = Field(description="What they wrote, without the bot's mention.")
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+    is_direct: bool = Field(default=False, description="A direct message rather than a mention in a channel.")
+    reply: ReplyTarget
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class UserLinked(EventData):
+    """A platform user confirmed an account-link token: their external account is now linked."""
+
+    EVENT: ClassVar[str] = "integration.user_linked"
+    link_id: str
+    integration_id: str
+    integration_type: str
+    user_id: str
+    external_user_id: str
+    external_user_name: str | None = None
+
+
+class TaskCommentReply(EventData):
+    """The agent answers on a task: the platform stores it as a comment by the bot."""
+
+    EVENT: ClassVar[str] = "task_comment.reply"
+    task_id: str
+    text: str
+    in_reply_to_comment_id: str | None = None
+    conversation_id: str
+
+
+class TaskCommentReaction(EventData):
+    """The bot acknowledges a comment (it got it and is working on it)."""
+
+    EVENT: ClassVar[str] = "task_comment.reaction"
+    task_id: str
+    comment_id: str
+    emoji: str

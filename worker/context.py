@@ -11,7 +11,7 @@ handler returns: all of it happens once, or none of it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 from structlog.typing import FilteringBoundLogger
 
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, Kind
 from schemas.events import EventData
 from schemas.rows import IntegrationRow, LogLevel
 from worker.cache import TTLCache
@@ -164,6 +164,7 @@ class Context:
         extensions: dict[str, Any] | None = None,
         redelivered: bool = False,
         reads: ReadBatcher | None = None,
+        incoming_exchange: str = "incoming",
     ) -> None:
         self.envelope = envelope
         self.integration = integration
@@ -185,6 +186,7 @@ class Context:
         self.is_repeat = envelope.attempt > 0 or redelivered
         self._pool = pool
         self._results_exchange = results_exchange
+        self._incoming_exchange = incoming_exchange
         self._emitted = 0
 
     # --- typed access --------------------------------------------------------------------------------
@@ -237,6 +239,54 @@ class Context:
         self.staged.outbox.append(OutboxItem(event_id, self._results_exchange, data.EVENT, body, once_key=key))
         return event_id
 
+    def publish(
+        self,
+        kind: Kind,
+        name: str,
+        payload: dict[str, Any],
+        *,
+        id: str,
+        type_: str | None = None,
+        integration_id: str | None = None,
+        team_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Envelope:
+        """Stage a message for the incoming exchange (a command for later work, one per unit so
+        each gets its own retries); published after the message's transaction commits, so it
+        goes out exactly when this handler's writes do. `id` is its deduplication key.
+        Integration and team default to this message's (a different integration: its team
+        is looked up by the worker)."""
+        integration = integration_id if integration_id is not None else self.integration_id
+        team = team_id if team_id is not None else (self.team_id if integration == self.integration_id else None)
+        envelope = Envelope(
+            id=id,
+            type=type_ or self.envelope.type,
+            kind=kind,
+            name=name,
+            integration_id=integration,
+            team_id=team,
+            trace_id=self.envelope.trace_id,
+            headers=headers or {},
+            payload=payload,
+        )
+        body = orjson.dumps(envelope.model_dump(mode="json"))
+        self.staged.outbox.append(OutboxItem(envelope.id, self._incoming_exchange, envelope.routing_key, body))
+        return envelope
+
+    async def save_config(self, config: BaseModel) -> None:
+        """Store a new config for this message's integration now, not with the message's
+        transaction: for what the provider has already changed and will not give again (a
+        rotated token whose predecessor is revoked). Secret fields are encrypted."""
+        if self.integration is None:
+            raise RuntimeError("this message has no integration whose config could be saved")
+        await self._pool.execute(
+            "UPDATE integrations SET config = $3, updated_at = now() WHERE team_id = $1 AND id = $2",
+            self.team_id,
+            self.integration.id,
+            self.secrets.seal(config),
+        )
+        self._config = config
+
     def reply(self, body: dict[str, Any]) -> None:
         """Stage the answer to a request that carried `reply_to` (agent tool calls over the broker)."""
         if not self.reply_to:
@@ -288,6 +338,7 @@ class IngressContext:
         cache: TTLCache,
         log: FilteringBoundLogger,
         load_integration: Any,
+        install: Callable[..., Awaitable[IntegrationRecord]] | None = None,
     ) -> None:
         self.type = type_
         self._settings = settings
@@ -298,6 +349,15 @@ class IngressContext:
         self.cache = cache
         self.log = log
         self._load_integration = load_integration
+        self._install = install
+
+    async def install(self, *, team_id: str, user_id: str | None, config: dict[str, Any]) -> IntegrationRecord:
+        """Install this type for a team through the install path, as `integration-worker install`
+        would (for an OAuth connect that finds none installed: an existing one is reconfigured).
+        A refusal raises `InstallRejected` with the reason."""
+        if self._install is None:
+            raise RuntimeError("this context cannot install")
+        return await self._install(self.type, team_id=team_id, user_id=user_id, config=config)
 
     def settings_as(self, model: type[S]) -> S:
         if not isinstance(self._settings, model):

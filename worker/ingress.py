@@ -7,6 +7,8 @@ GET  /healthz                              the process is up
 GET  /readyz                               broker and database reachable
 GET  /metrics                              Prometheus
 GET  /oauth/{type}/start, /callback        see worker/oauth.py
+POST /links                                confirm an account-link token (worker/links.py)
+GET  /attachments/{token}                  a file that came with a message (worker/attachments.py)
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from schemas.envelope import InvalidEnvelope, encode_webhook
+from worker.attachments import attachment_routes
 from worker.broker import BrokerUnavailable
 from worker.http_answers import error, json_response
 from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
+from worker.links import link_routes
 from worker.logging import get_logger
 from worker.metrics import INGRESS_SECONDS, PUBLISHED, WEBHOOKS_RECEIVED, render
 from worker.oauth import oauth_routes
@@ -163,6 +167,8 @@ class Ingress:
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             *oauth_routes(self.runtime),
+            *link_routes(self.runtime),
+            *attachment_routes(self.runtime),
         ]
 
 

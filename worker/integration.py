@@ -35,7 +35,7 @@ from pydantic_settings import BaseSettings
 from schemas.envelope import KINDS, Kind, valid_name, valid_type
 
 if TYPE_CHECKING:
-    from worker.context import BackgroundContext, Context, IngressContext
+    from worker.context import BackgroundContext, Context, IngressContext, IntegrationRecord
 
 InT = TypeVar("InT", bound=BaseModel)
 OutT = TypeVar("OutT", bound=BaseModel)
@@ -215,6 +215,22 @@ class Schedule:
     run: Callable[[BackgroundContext], Awaitable[None]]
 
 
+# --- files that came with messages ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Download:
+    """A file fetched from the provider."""
+
+    content: bytes
+    content_type: str | None = None
+
+
+# Fetches the file an attachment reference points at (`ref`: what the integration put in it, a
+# provider URL or file id) with the integration's own credentials. worker/attachments.py serves it.
+AttachmentFetcher = Callable[["IngressContext", "IntegrationRecord", str], Awaitable[Download]]
+
+
 # --- the declaration ---------------------------------------------------------------------------------
 
 
@@ -233,6 +249,7 @@ class Integration:
     oauth: OAuthFlow | None = None
     services: Sequence[Service] = ()
     schedules: Sequence[Schedule] = ()
+    attachments: AttachmentFetcher | None = None
     migrations: Path | None = None  # e.g. Path(__file__).with_name("migrations")
     # The provider account an install is for (GitHub installation id, Slack team id), read from the
     # config; rows are unique per (type, account) then, and a team may hold several.

@@ -15,6 +15,7 @@ from worker.ingress import create_app, server
 from worker.integration import Registry
 from worker.logging import get_logger
 from worker.runtime import Runtime
+from worker.services import ServiceRunner
 from worker.settings import Settings
 
 
@@ -41,12 +42,15 @@ async def serve(
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
     consumer: Worker | None = None
+    services: ServiceRunner | None = None
     http_task: asyncio.Task[None] | None = None
     http_server = None
     try:
         if worker:
             consumer = Worker(runtime, types=types, concurrency=concurrency)
             await consumer.start()
+            services = ServiceRunner(runtime, types=types)
+            await services.start()
             if not ingress and settings.worker_metrics_port:
                 prometheus_client.start_http_server(settings.worker_metrics_port)
         if ingress:
@@ -61,6 +65,8 @@ async def serve(
             http_server.should_exit = True  # stop accepting; requests in flight finish
             with contextlib.suppress(Exception):
                 await http_task
+        if services is not None:
+            await services.stop()
         if consumer is not None:
             await consumer.stop()
         await runtime.stop()

@@ -20,7 +20,7 @@ from worker.cache import TTLCache
 from worker.context import BackgroundContext, Context, IngressContext, IntegrationRecord, OutboxItem, Staged
 from worker.db import Conn, create_pool
 from worker.errors import PermanentError, _validation_summary
-from worker.integration import Registry
+from worker.integration import InstallRejected, Registry
 from worker.logging import get_logger
 from worker.reads import ReadBatcher
 from worker.redact import register_secret
@@ -162,6 +162,7 @@ class Runtime:
             extensions={"runtime": self, **self.extensions},
             redelivered=redelivered,
             reads=self.reads,
+            incoming_exchange=self.topology.incoming,
         )
 
     def ingress_context(self, type_: str) -> IngressContext:
@@ -175,7 +176,19 @@ class Runtime:
             cache=self.caches.setdefault(type_, TTLCache()),
             log=get_logger(type=type_),
             load_integration=self.integration,
+            install=self._install_for_ingress,
         )
+
+    async def _install_for_ingress(
+        self, type_: str, *, team_id: str, user_id: str | None, config: dict[str, Any]
+    ) -> IntegrationRecord:
+        from worker.install import InstallError, InstallRequest, install  # noqa: PLC0415 - install imports the runtime
+
+        try:
+            record, _ = await install(self, InstallRequest(type_, team_id, config, user_id=user_id, source="oauth"))
+        except InstallError as exc:
+            raise InstallRejected(exc.message) from None
+        return record
 
     def background_context(self, type_: str, record: IntegrationRecord | None) -> BackgroundContext:
         return BackgroundContext(

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     signing_key: SecretStr = Field(default=SecretStr(DEV_SIGNING_KEY), description="Signs OAuth state and links.")
     admin_token: SecretStr | None = Field(default=None, description="Bearer token for the admin HTTP API.")
     service_token: SecretStr | None = Field(default=None, description="Bearer token for agent tool calls.")
+    link_ttl: float = Field(default=86400.0, gt=0, description="Seconds an account-link token stays valid.")
+    attachment_url_ttl: float = Field(default=86400.0, gt=0, description="Seconds an attachment link works.")
+    attachment_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="Largest attachment served.")
+    service_poll_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between a worker's looks for services (listeners) to take over."
+    )
 
     concurrency: int = Field(default=64, ge=1, description="Handlers in flight per worker process.")
     prefetch: int = Field(default=512, ge=1, description="Unacknowledged deliveries per worker process.")

@@ -1,0 +1,50 @@
+"""Mattermost: direct messages and mentions reach the platform's agent through a WebSocket listener
+(one per integration across all workers) or outgoing webhooks and slash commands; the agent answers
+in the thread; team notifications go to a configured channel."""
+
+from integrations.mattermost import commands, files, install, listener, verify
+from integrations.mattermost.config import MattermostConfig
+from integrations.mattermost.handle import HANDLERS
+from worker.integration import Action, Integration, Lifecycle, Service
+
+integration = Integration(
+    type="mattermost",
+    name="Mattermost",
+    description="Talk to the platform's agent from Mattermost: mentions and direct messages; team notifications.",
+    config=MattermostConfig,
+    webhook=verify.receive,
+    handlers=HANDLERS,
+    actions=[
+        Action(
+            "post_message",
+            "Post a Mattermost message in a channel or thread, or to a person directly.",
+            commands.PostMessageInput,
+            commands.PostOutput,
+            commands.post_message,
+        ),
+        Action(
+            "update_message",
+            "Change the text of a Mattermost post the bot made.",
+            commands.UpdateMessageInput,
+            commands.PostOutput,
+            commands.update_message,
+        ),
+        Action(
+            "add_reaction",
+            "React to a Mattermost post with an emoji.",
+            commands.AddReactionInput,
+            commands.AddReactionOutput,
+            commands.add_reaction,
+        ),
+        Action(
+            "notify_team",
+            "Post a notification in the team's configured Mattermost channel.",
+            commands.NotifyTeamInput,
+            commands.PostOutput,
+            commands.notify_team,
+        ),
+    ],
+    lifecycle=Lifecycle(validate=install.validate),
+    services=[Service("listener", listener.run)],
+    attachments=files.fetch,
+)

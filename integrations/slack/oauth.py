@@ -1,0 +1,78 @@
+"""Installing Slack: OAuth v2 through the runtime's generic flow (worker/oauth.py).
+
+`GET /oauth/slack/start` answers the authorize URL with the bot scopes and a signed, expiring
+`state` (MIMRAI sent none); `GET /oauth/slack/callback` checks the state, then this exchanges
+the code at `oauth.v2.access` with the client id and secret as HTTP Basic, and installs the
+workspace for the team: bot token (encrypted), bot user id, scopes, the Slack team id (which
+routes its events), and, with token rotation on, the refresh token and expiry.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from integrations.slack.config import SlackSettings
+from integrations.slack.errors import classify, error_of
+from worker.context import IngressContext
+from worker.errors import TransientError
+from worker.integration import InstallRejected, OAuthStart
+from worker.outbound import ProviderError, call
+
+
+def _credentials(settings: SlackSettings) -> tuple[str, str]:
+    if not settings.client_id or settings.client_secret is None:
+        raise InstallRejected("Slack install is not configured: set IW_SLACK_CLIENT_ID and IW_SLACK_CLIENT_SECRET")
+    return settings.client_id, settings.client_secret.get_secret_value()
+
+
+class SlackOAuth:
+    def authorize_url(self, ctx: IngressContext, *, state: str, redirect_uri: str, start: OAuthStart) -> str:
+        settings = ctx.settings_as(SlackSettings)
+        client_id, _ = _credentials(settings)
+        query = urlencode(
+            {"client_id": client_id, "scope": settings.scopes, "redirect_uri": redirect_uri, "state": state}
+        )
+        return f"{settings.authorize_url}?{query}"
+
+    async def complete(self, ctx: IngressContext, *, code: str, redirect_uri: str, start: OAuthStart) -> str | None:
+        settings = ctx.settings_as(SlackSettings)
+        client_id, client_secret = _credentials(settings)
+        try:
+            response = await call(
+                ctx.http,
+                "POST",
+                f"{settings.api_url}/oauth.v2.access",
+                data={"code": code, "redirect_uri": redirect_uri},
+                auth=httpx.BasicAuth(client_id, client_secret),
+                classify=classify,
+            )
+        except ProviderError as exc:
+            raise InstallRejected(f"Slack refused the install ({error_of(exc.body) or exc.status})") from None
+        except TransientError:
+            raise InstallRejected("Slack could not be reached; try the install again") from None
+        body = response.json()
+        team = body.get("team") or {}
+        if body.get("is_enterprise_install") or not team.get("id"):
+            raise InstallRejected(
+                "organisation-wide (Enterprise Grid) installs are not supported; install per workspace"
+            )
+        if body.get("token_type") != "bot" or not body.get("access_token"):
+            raise InstallRejected("Slack did not return a bot token")
+        config: dict[str, Any] = {
+            "teamId": team["id"],
+            "teamName": team.get("name"),
+            "accessToken": body["access_token"],
+            "botUserId": body.get("bot_user_id"),
+            "appId": body.get("app_id"),
+            "scopes": [s for s in str(body.get("scope") or "").split(",") if s],
+        }
+        if body.get("refresh_token"):
+            config["refreshToken"] = body["refresh_token"]
+            expires_in = int(body.get("expires_in") or 43200)
+            config["tokenExpiresAt"] = (datetime.now(UTC) + timedelta(seconds=expires_in)).isoformat()
+        record = await ctx.install(team_id=start.team_id, user_id=start.user_id, config=config)
+        return record.id
