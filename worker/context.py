@@ -11,9 +11,10 @@ handler returns: all of it happens once, or none of it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import httpx
@@ -22,12 +23,16 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 from structlog.typing import FilteringBoundLogger
 
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, Kind
 from schemas.events import EventData, ResultEvent
 from schemas.rows import IntegrationRow, LogLevel
+from worker import leases
 from worker.cache import TTLCache
 from worker.secrets import SecretBox
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.tokens import LinkTokens
 
 M = TypeVar("M", bound=BaseModel)
 S = TypeVar("S", bound=BaseSettings)
@@ -154,6 +159,8 @@ class Context:
         correlation_id: str | None = None,
         extensions: dict[str, Any] | None = None,
         redelivered: bool = False,
+        incoming_exchange: str = "incoming",
+        tokens: LinkTokens | None = None,
     ) -> None:
         self.envelope = envelope
         self.integration = integration
@@ -175,6 +182,8 @@ class Context:
         self.is_repeat = envelope.attempt > 0 or redelivered
         self._pool = pool
         self._results_exchange = results_exchange
+        self._incoming_exchange = incoming_exchange
+        self._tokens = tokens
         self._emitted = 0
 
     # --- typed access --------------------------------------------------------------------------------
@@ -196,6 +205,13 @@ class Context:
     def integration_id(self) -> str | None:
         return self.integration.id if self.integration is not None else None
 
+    @property
+    def tokens(self) -> LinkTokens:
+        """Users' OAuth tokens (worker/tokens.py), scoped to this message's team."""
+        if self._tokens is None:
+            raise RuntimeError("this context has no token store")
+        return self._tokens
+
     # --- outputs ---------------------------------------------------------------------------------------
 
     def emit(self, data: EventData) -> ResultEvent[Any]:
@@ -216,6 +232,48 @@ class Context:
         body = orjson.dumps(event.model_dump(mode="json"))
         self.staged.outbox.append(OutboxItem(event.id, self._results_exchange, data.EVENT, body))
         return event
+
+    def publish(
+        self,
+        kind: Kind,
+        name: str,
+        payload: dict[str, Any],
+        *,
+        id: str,
+        type_: str | None = None,
+        integration_id: str | None = None,
+        team_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Envelope:
+        """Stage a message for the incoming exchange (a command for later work, one per unit so
+        each gets its own retries); published after the message's transaction commits, so it
+        goes out exactly when this handler's writes do. `id` is its deduplication key.
+        Integration and team default to this message's (a different integration: its team
+        is looked up by the worker)."""
+        integration = integration_id if integration_id is not None else self.integration_id
+        team = team_id if team_id is not None else (self.team_id if integration == self.integration_id else None)
+        envelope = Envelope(
+            id=id,
+            type=type_ or self.envelope.type,
+            kind=kind,
+            name=name,
+            integration_id=integration,
+            team_id=team,
+            trace_id=self.envelope.trace_id,
+            headers=headers or {},
+            payload=payload,
+        )
+        body = orjson.dumps(envelope.model_dump(mode="json"))
+        self.staged.outbox.append(OutboxItem(envelope.id, self._incoming_exchange, envelope.routing_key, body))
+        return envelope
+
+    @asynccontextmanager
+    async def exclusive(self, key: str, *, wait: float = 10.0) -> AsyncIterator[None]:
+        """Run the block as the only holder of `key` across all workers, until this message's
+        outcome commits (worker/leases.py). Busy for longer than `wait`: TransientError."""
+        ttl = self.runtime_settings.lease_ttl
+        async with leases.exclusive(self._pool, self.staged.writes, f"{self.envelope.type}:{key}", ttl=ttl, wait=wait):
+            yield
 
     def reply(self, body: dict[str, Any]) -> None:
         """Stage the answer to a request that carried `reply_to` (agent tool calls over the broker)."""
@@ -268,6 +326,9 @@ class IngressContext:
         cache: TTLCache,
         log: FilteringBoundLogger,
         load_integration: Any,
+        tokens: LinkTokens | None = None,
+        publish: Callable[[Envelope], Awaitable[None]] | None = None,
+        install: Callable[..., Awaitable[IntegrationRecord]] | None = None,
     ) -> None:
         self.type = type_
         self._settings = settings
@@ -278,6 +339,29 @@ class IngressContext:
         self.cache = cache
         self.log = log
         self._load_integration = load_integration
+        self._tokens = tokens
+        self._publish = publish
+        self._install = install
+
+    @property
+    def tokens(self) -> LinkTokens:
+        """Users' OAuth tokens; an OAuth callback stores a link with `ctx.tokens.save(...)`."""
+        if self._tokens is None:
+            raise RuntimeError("this context has no token store")
+        return self._tokens
+
+    async def publish(self, envelope: Envelope) -> None:
+        """Publish onto the incoming exchange, confirmed (raises BrokerUnavailable)."""
+        if self._publish is None:
+            raise RuntimeError("this context cannot publish")
+        await self._publish(envelope)
+
+    async def install(self, *, team_id: str, user_id: str | None, config: dict[str, Any]) -> IntegrationRecord:
+        """Install this type for a team through the install path, as `integration-worker install`
+        would (for an OAuth connect that finds none installed: an existing one is reconfigured)."""
+        if self._install is None:
+            raise RuntimeError("this context cannot install")
+        return await self._install(self.type, team_id=team_id, user_id=user_id, config=config)
 
     def settings_as(self, model: type[S]) -> S:
         if not isinstance(self._settings, model):

@@ -81,9 +81,12 @@ def oauth_routes(runtime: Runtime) -> list[BaseRoute]:
             {"team": who.team_id, "user": who.user_id, "iid": who.integration_id, "rt": who.return_to},
             STATE_TTL_SECONDS,
         )
-        url = integration.oauth.authorize_url(
-            runtime.ingress_context(type_), state=state, redirect_uri=redirect_uri(runtime, type_), start=who
-        )
+        try:
+            url = integration.oauth.authorize_url(
+                runtime.ingress_context(type_), state=state, redirect_uri=redirect_uri(runtime, type_), start=who
+            )
+        except InstallRejected as exc:  # the provider side is not configured (no client id)
+            return error(503, redact(str(exc)))
         return json_response({"authorize_url": url, "expires_in": STATE_TTL_SECONDS})
 
     async def callback(request: Request) -> Response:

@@ -14,6 +14,7 @@ from worker.ingress import create_app, server
 from worker.integration import Registry
 from worker.logging import get_logger
 from worker.runtime import Runtime
+from worker.schedules import ScheduleRunner
 from worker.settings import Settings
 
 
@@ -34,12 +35,15 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     await _start_with_retry(runtime, log)
     consumer: Worker | None = None
+    schedules: ScheduleRunner | None = None
     http_task: asyncio.Task[None] | None = None
     http_server = None
     try:
         if worker:
             consumer = Worker(runtime, types=types, concurrency=concurrency)
             await consumer.start()
+            schedules = ScheduleRunner(runtime, types=types)
+            await schedules.start()
             if not ingress and settings.worker_metrics_port:
                 prometheus_client.start_http_server(settings.worker_metrics_port)
         if ingress:
@@ -54,6 +58,8 @@ async def serve(
             http_server.should_exit = True  # stop accepting; requests in flight finish
             with contextlib.suppress(Exception):
                 await http_task
+        if schedules is not None:
+            await schedules.stop()
         if consumer is not None:
             await consumer.stop()
         await runtime.stop()

@@ -25,6 +25,7 @@ from worker.logging import get_logger
 from worker.redact import register_secret
 from worker.secrets import SecretBox, SecretDecryptError
 from worker.settings import Settings
+from worker.tokens import LinkTokens, TokenStore
 
 _RECORD_CACHE_SIZE = 4096
 
@@ -65,6 +66,7 @@ class Runtime:
         self.caches: dict[str, TTLCache] = {integration.type: TTLCache() for integration in registry}
         self._records: OrderedDict[tuple[str, str], IntegrationRecord] = OrderedDict()
         self.extensions: dict[str, Any] = {}
+        self.tokens = TokenStore(self)
         self.log = get_logger(component="runtime")
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -158,6 +160,8 @@ class Runtime:
             correlation_id=correlation_id,
             extensions={"runtime": self, **self.extensions},
             redelivered=redelivered,
+            incoming_exchange=self.topology.incoming,
+            tokens=LinkTokens(self.tokens, record.team_id if record is not None else envelope.team_id, envelope),
         )
 
     def ingress_context(self, type_: str) -> IngressContext:
@@ -171,7 +175,18 @@ class Runtime:
             cache=self.caches.setdefault(type_, TTLCache()),
             log=get_logger(type=type_),
             load_integration=self.integration,
+            tokens=LinkTokens(self.tokens, None, None),
+            publish=self.publish_envelope,
+            install=self._install_for_ingress,
         )
+
+    async def _install_for_ingress(
+        self, type_: str, *, team_id: str, user_id: str | None, config: dict[str, Any]
+    ) -> IntegrationRecord:
+        from worker.install import InstallRequest, install  # noqa: PLC0415 - install imports the runtime
+
+        record, _ = await install(self, InstallRequest(type_, team_id, config, user_id=user_id, source="oauth"))
+        return record
 
     def background_context(self, type_: str, record: IntegrationRecord | None) -> BackgroundContext:
         return BackgroundContext(
