@@ -18,6 +18,10 @@ _ADDRESS = re.compile(
 )
 
 
+# CRLF line ends, and 7-bit bodies (quoted-printable or base64) that any server relays.
+_POLICY = SMTP.clone(cte_type="7bit")
+
+
 def _address(value: str) -> str:
     value = value.strip()
     if len(value) > 320 or not _ADDRESS.match(value):
@@ -49,7 +53,7 @@ def compose(
     never written into the message; pass them to the transport only."""
     if not text and not html:
         raise ValueError("a message needs a text or an HTML body")
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=_POLICY)
     message["From"] = formataddr((sender_name, sender)) if sender_name else sender
     message["To"] = ", ".join(to)
     if cc:
