@@ -1,11 +1,12 @@
 """Every integration this worker knows. Adding one: a folder, and a line here."""
 
-from integrations import github, gmail
+from integrations import github, gmail, google_calendar
 from worker.integration import Registry
 
 REGISTRY = Registry(
     [
         github.integration,
         gmail.integration,
+        google_calendar.integration,
     ]
 )
