@@ -115,11 +115,14 @@ async def on_renew_channel(ctx: Context) -> None:
         )
         if state is None or not state["sync_token"]:
             await baseline(ctx, link, config.calendar_id)
-        if not config.push_notifications:
-            return
         old = await ctx.db.fetch(
             "SELECT id, resource_id FROM google_calendar_channels WHERE team_id = $1 AND link_id = $2", link.id
         )
+        if not config.push_notifications:  # turned off: stop what is still watching
+            for channel in old:
+                await stop_channel(ctx, link.id, channel["id"], channel["resource_id"])
+                ctx.db.write("DELETE FROM google_calendar_channels WHERE team_id = $1 AND id = $2", channel["id"])
+            return
         channel_id = uuid.uuid4().hex
         token = secrets.token_urlsafe(32)
         body = (

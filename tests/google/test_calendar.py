@@ -318,3 +318,31 @@ class _worker:
 
     async def __aexit__(self, *_: object) -> None:
         await self.worker.stop()
+
+
+async def test_turning_push_off_or_uninstalling_stops_the_channels(
+    runtime: Runtime, google: FakeGoogleState, worker: Worker
+) -> None:
+    from worker.install import uninstall  # noqa: PLC0415
+
+    integration, link_id = await calendar_ready(runtime, google)
+    await channel_ready(runtime, google, link_id, integration)
+    cal = google.calendar(ANN)
+
+    await install_type(runtime, "google-calendar", {"pushNotifications": False})  # reconfigured: renews, then stops
+    await eventually(lambda: asyncio.sleep(0, not cal.channels))
+    await eventually(lambda: _no_channel_rows(runtime))
+    await install_type(runtime, "google-calendar", {})  # on again
+    await eventually(lambda: asyncio.sleep(0, len(cal.channels) == 1))
+    await eventually(lambda: _channel_rows(runtime, 1))
+    await uninstall(runtime, integration.id, TEAM, source="test")
+
+    assert cal.channels == {}
+
+
+async def _no_channel_rows(runtime: Runtime) -> bool:
+    return await _channel_rows(runtime, 0)
+
+
+async def _channel_rows(runtime: Runtime, count: int) -> bool:
+    return int(await runtime.pool.fetchval("SELECT count(*) FROM google_calendar_channels")) == count

@@ -326,3 +326,19 @@ async def test_a_crash_between_fetching_and_committing_loses_and_duplicates_noth
     assert len(source_ids) == len(set(source_ids)) == 4
     assert {e["data"]["metadata"]["message_id"] for e in events} >= set(ids)
     assert await cursor(runtime, link_id) == box.history_id
+
+
+async def test_reinstalling_rewatches_and_uninstalling_stops_the_watches(
+    runtime: Runtime, google: FakeGoogleState, worker: Worker
+) -> None:
+    from worker.install import uninstall  # noqa: PLC0415
+
+    gmail, link_id = await gmail_ready(runtime, google)
+    box = google.mailbox(ANN)
+
+    await install_type(runtime, "gmail", {"dailyIntakeCap": 10})  # reconfigured
+    await eventually(lambda: asyncio.sleep(0, box.watch_calls == 1))
+    await uninstall(runtime, gmail.id, TEAM, source="test")
+
+    assert box.stop_calls == 1
+    assert await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link WHERE id = $1", link_id) == 0
