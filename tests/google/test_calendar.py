@@ -335,6 +335,7 @@ async def test_turning_push_off_or_uninstalling_stops_the_channels(
     await install_type(runtime, "google-calendar", {})  # on again
     await eventually(lambda: asyncio.sleep(0, len(cal.channels) == 1))
     await eventually(lambda: _channel_rows(runtime, 1))
+    await worker.wait_idle()
     await uninstall(runtime, integration.id, TEAM, source="test")
 
     assert cal.channels == {}

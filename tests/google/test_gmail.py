@@ -338,6 +338,10 @@ async def test_reinstalling_rewatches_and_uninstalling_stops_the_watches(
 
     await install_type(runtime, "gmail", {"dailyIntakeCap": 10})  # reconfigured
     await eventually(lambda: asyncio.sleep(0, box.watch_calls == 1))
+    await eventually(
+        lambda: runtime.pool.fetchval("SELECT 1 FROM integration_logs WHERE key = 'watch_renewed'")
+    )  # the renewal committed
+    await worker.wait_idle()
     await uninstall(runtime, gmail.id, TEAM, source="test")
 
     assert box.stop_calls == 1

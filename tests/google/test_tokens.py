@@ -93,8 +93,11 @@ async def test_two_processes_refresh_once(runtime: Runtime, env: dict[str, str],
     script = ROOT / "tests" / "google" / "refresh_race.py"
     environment = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
 
+    start_at = str(time.time() + 2)  # both ask at the same moment, while the refresh takes 0.5 s
     processes = [
-        subprocess.Popen([sys.executable, str(script), link_id], env=environment, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), link_id, start_at], env=environment, stdout=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=60)[0] for p in processes]
