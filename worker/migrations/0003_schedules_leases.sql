@@ -1,4 +1,3 @@
--- Numbered 0003: main holds 0002_emitted_once.
 -- Periodic jobs run by one worker at a time (worker/schedules.py), and short exclusive leases
 -- held by a handler until its outcome commits (worker/leases.py).
 
