@@ -44,6 +44,9 @@ integration = Integration(
     ],
     lifecycle=Lifecycle(post_install=watch.post_install, pre_uninstall=watch.pre_uninstall),
     oauth=GoogleOAuthFlow(GmailSettings, SCOPES, after_link=watch.after_link),
-    schedules=[Schedule("renew_watches", GmailSettings().schedule_every_seconds, watch.renew_due)],
+    schedules=[
+        Schedule("renew_watches", GmailSettings().schedule_every_seconds, watch.renew_due),
+        Schedule("poll_quiet_mailboxes", GmailSettings().schedule_every_seconds, watch.poll_quiet),
+    ],
     migrations=Path(__file__).with_name("migrations"),
 )

@@ -95,3 +95,6 @@ class GmailSettings(GoogleSettings):
     recent_sync_days: int = Field(default=7, ge=1, description="... and how far back.")
     watch_renew_after_seconds: float = Field(default=82800, gt=0, description="Renew a watch this long after the last.")
     schedule_every_seconds: float = Field(default=3600, gt=0, description="How often due watches are looked for.")
+    poll_after_seconds: float = Field(
+        default=3600, gt=0, description="A mailbox not synced this long is synced anyway (lost notifications)."
+    )

@@ -112,6 +112,40 @@ async def renew_due(ctx: BackgroundContext) -> None:
         ctx.log.info("gmail watches due for renewal", count=len(rows))
 
 
+async def poll_quiet(ctx: BackgroundContext) -> None:
+    """The hourly catch-up: Pub/Sub notifications can be late or lost (PROVIDERS.md §2.5), so a
+    mailbox not synced for `poll_after_seconds` gets a sync anyway (nothing new: one history call)."""
+    settings = ctx.settings_as(GmailSettings)
+    rows = await ctx.fetch(
+        """SELECT m.link_id, l.integration_id, l.team_id FROM gmail_mailboxes m
+             JOIN integration_user_link l ON l.id = m.link_id AND l.status = 'active'
+             JOIN integrations i ON i.id = l.integration_id AND i.status = 'active'
+           WHERE m.history_id IS NOT NULL
+             AND coalesce(m.last_synced_at, m.watch_renewed_at, m.updated_at) < now() - make_interval(secs => $1)""",
+        settings.poll_after_seconds,
+    )
+    bucket = datetime.now(UTC).strftime("%Y%m%d%H")
+    for start in range(0, len(rows), 100):
+        await asyncio.gather(
+            *(
+                ctx.publish(
+                    Envelope(
+                        id=f"gmail:sync:{r['link_id']}:poll-{bucket}",
+                        type="gmail",
+                        kind="command",
+                        name="sync",
+                        integration_id=r["integration_id"],
+                        team_id=r["team_id"],
+                        payload={"link_id": r["link_id"]},
+                    )
+                )
+                for r in rows[start : start + 100]
+            )
+        )
+    if rows:
+        ctx.log.info("quiet gmail mailboxes synced", count=len(rows))
+
+
 async def after_link(ctx: IngressContext, integration_id: str, link_id: str, _settings: GoogleSettings) -> None:
     """A mailbox was just linked: watch it now (through a command, so it gets retries)."""
     await ctx.publish(renew_envelope(link_id, integration_id, None, f"link-{uuid.uuid4().hex}"))

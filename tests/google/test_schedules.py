@@ -13,9 +13,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.conftest import eventually
+from tests.conftest import Results, eventually
 from tests.fakes.google import FakeGoogleState
-from tests.google.conftest import ANN, TOPIC, install_type, link_user
+from tests.google.conftest import ANN, TOPIC, install_type, link_user, mail, watched
 from worker.consumer import Worker
 from worker.context import BackgroundContext
 from worker.integration import Integration, Registry, Schedule
@@ -122,8 +122,23 @@ async def test_a_worker_process_runs_the_schedules(
     try:
         await eventually(lambda: asyncio.sleep(0, google.mailbox(ANN).watch_calls == 1), timeout=20)
         names = {r["name"] for r in await runtime.pool.fetch("SELECT name FROM schedules")}
-        assert names == {"gmail.renew_watches"}  # only the types this worker consumes
+        assert names == {"gmail.renew_watches", "gmail.poll_quiet_mailboxes"}  # only the types it consumes
     finally:
         process.terminate()
         process.wait(timeout=15)
     assert process.returncode == 0
+
+
+async def test_a_quiet_mailbox_is_synced_even_when_its_notification_was_lost(
+    runtime: Runtime, google: FakeGoogleState, worker: Worker, results: Results
+) -> None:
+    gmail = await install_type(runtime, "gmail")
+    link_id, _, _ = await link_user(runtime, google, gmail)
+    await watched(runtime, google, gmail, link_id)
+    lost = google.mailbox(ANN).deliver(mail("bob@client.example", "Bug nobody notified us of"))
+    await runtime.pool.execute("UPDATE gmail_mailboxes SET last_synced_at = now() - interval '2 hours'")
+
+    await ScheduleRunner(runtime).run_due()
+
+    [event] = await results.wait_for("task.intake")
+    assert event["data"]["metadata"]["message_id"] == lost
