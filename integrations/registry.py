@@ -1,13 +1,16 @@
 """Every integration this worker knows. Adding one: a folder, and a line here."""
 
-from integrations import github, mattermost, slack, task_comments, whatsapp
+from integrations import github, gmail, google_calendar, mattermost, slack, smtp, task_comments, whatsapp
 from worker.integration import Registry
 
 REGISTRY = Registry(
     [
         github.integration,
+        gmail.integration,
+        google_calendar.integration,
         mattermost.integration,
         slack.integration,
+        smtp.integration,
         task_comments.integration,
         whatsapp.integration,
     ]

@@ -216,3 +216,41 @@ class TaskCommentReaction(EventData):
     task_id: str
     comment_id: str
     emoji: str
+
+
+# --- Google and email: OAuth user links, Google Calendar ---------------------------------------------
+
+
+class UserLinkNeedsReconnect(EventData):
+    """A user's OAuth link stopped working for good (the provider refused its refresh token:
+    revoked, expired, password changed). Work for it stops until the user connects again
+    through `GET /oauth/{type}/start`; the platform should ask them to."""
+
+    EVENT: ClassVar[str] = "integration.link_needs_reconnect"
+    link_id: str
+    integration_id: str | None
+    type: str = Field(description="The integration type: `gmail`, `google-calendar`, ...")
+    user_id: str = Field(description="The platform user who must reconnect.")
+    external_user_id: str = Field(description="The account at the provider (a Google address).")
+    reason: str
+
+
+class CalendarEventChanged(EventData):
+    """An event of a linked Google Calendar was created, changed or deleted (push notification,
+    then an incremental sync). Changes the worker made itself for a task are not reported."""
+
+    EVENT: ClassVar[str] = "calendar.event_changed"
+    link_id: str
+    user_id: str
+    calendar_id: str
+    event_id: str
+    status: str = Field(description="`confirmed`, `tentative` or `cancelled` (deleted).")
+    deleted: bool
+    summary: str | None = None
+    description: str | None = None
+    location: str | None = None
+    start: str | None = Field(default=None, description="RFC 3339 date-time, or a date for all-day events.")
+    end: str | None = None
+    html_link: str | None = None
+    updated: str | None = Field(default=None, description="When Google last changed it (RFC 3339).")
+    task_id: str | None = Field(default=None, description="The task this event mirrors, when it is a task's event.")

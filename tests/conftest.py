@@ -114,7 +114,7 @@ def env(
         "IW_DATABASE_SCHEMA": f"t_{suffix}",
         "IW_BROKER_PREFIX": f"t{suffix}",
         "IW_SECRET_KEYS": Fernet.generate_key().decode(),
-        "IW_SIGNING_KEY": "test-signing-key-" + suffix,
+        "IW_SIGNING_KEY": "test-signing-key-0123456789abcdef-" + suffix,
         "IW_ADMIN_TOKEN": "test-admin-token-" + suffix,
         "IW_SERVICE_TOKEN": "test-service-token-" + suffix,
         "IW_RETRY_DELAYS": "0.2,0.4",

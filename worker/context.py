@@ -11,10 +11,11 @@ handler returns: all of it happens once, or none of it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import httpx
@@ -26,10 +27,14 @@ from structlog.typing import FilteringBoundLogger
 from schemas.envelope import Envelope, Kind
 from schemas.events import EventData
 from schemas.rows import IntegrationRow, LogLevel
+from worker import leases
 from worker.cache import TTLCache
 from worker.reads import ReadBatcher
 from worker.secrets import SecretBox
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.tokens import LinkTokens
 
 M = TypeVar("M", bound=BaseModel)
 S = TypeVar("S", bound=BaseSettings)
@@ -165,6 +170,7 @@ class Context:
         redelivered: bool = False,
         reads: ReadBatcher | None = None,
         incoming_exchange: str = "incoming",
+        tokens: LinkTokens | None = None,
     ) -> None:
         self.envelope = envelope
         self.integration = integration
@@ -187,6 +193,7 @@ class Context:
         self._pool = pool
         self._results_exchange = results_exchange
         self._incoming_exchange = incoming_exchange
+        self._tokens = tokens
         self._emitted = 0
 
     # --- typed access --------------------------------------------------------------------------------
@@ -207,6 +214,13 @@ class Context:
     @property
     def integration_id(self) -> str | None:
         return self.integration.id if self.integration is not None else None
+
+    @property
+    def tokens(self) -> LinkTokens:
+        """Users' OAuth tokens (worker/tokens.py), scoped to this message's team."""
+        if self._tokens is None:
+            raise RuntimeError("this context has no token store")
+        return self._tokens
 
     # --- outputs ---------------------------------------------------------------------------------------
 
@@ -287,6 +301,14 @@ class Context:
         )
         self._config = config
 
+    @asynccontextmanager
+    async def exclusive(self, key: str, *, wait: float = 10.0) -> AsyncIterator[None]:
+        """Run the block as the only holder of `key` across all workers, until this message's
+        outcome commits (worker/leases.py). Busy for longer than `wait`: TransientError."""
+        ttl = self.runtime_settings.lease_ttl
+        async with leases.exclusive(self._pool, self.staged.writes, f"{self.envelope.type}:{key}", ttl=ttl, wait=wait):
+            yield
+
     def reply(self, body: dict[str, Any]) -> None:
         """Stage the answer to a request that carried `reply_to` (agent tool calls over the broker)."""
         if not self.reply_to:
@@ -338,6 +360,8 @@ class IngressContext:
         cache: TTLCache,
         log: FilteringBoundLogger,
         load_integration: Any,
+        tokens: LinkTokens | None = None,
+        publish: Callable[[Envelope], Awaitable[None]] | None = None,
         install: Callable[..., Awaitable[IntegrationRecord]] | None = None,
     ) -> None:
         self.type = type_
@@ -349,7 +373,22 @@ class IngressContext:
         self.cache = cache
         self.log = log
         self._load_integration = load_integration
+        self._tokens = tokens
+        self._publish = publish
         self._install = install
+
+    @property
+    def tokens(self) -> LinkTokens:
+        """Users' OAuth tokens; an OAuth callback stores a link with `ctx.tokens.save(...)`."""
+        if self._tokens is None:
+            raise RuntimeError("this context has no token store")
+        return self._tokens
+
+    async def publish(self, envelope: Envelope) -> None:
+        """Publish onto the incoming exchange, confirmed (raises BrokerUnavailable)."""
+        if self._publish is None:
+            raise RuntimeError("this context cannot publish")
+        await self._publish(envelope)
 
     async def install(self, *, team_id: str, user_id: str | None, config: dict[str, Any]) -> IntegrationRecord:
         """Install this type for a team through the install path, as `integration-worker install`

@@ -15,6 +15,7 @@ from worker.ingress import create_app, server
 from worker.integration import Registry
 from worker.logging import get_logger
 from worker.runtime import Runtime
+from worker.schedules import ScheduleRunner
 from worker.services import ServiceRunner
 from worker.settings import Settings
 
@@ -43,6 +44,7 @@ async def serve(
     gc.set_threshold(20_000, 20, 20)
     consumer: Worker | None = None
     services: ServiceRunner | None = None
+    schedules: ScheduleRunner | None = None
     http_task: asyncio.Task[None] | None = None
     http_server = None
     try:
@@ -51,6 +53,8 @@ async def serve(
             await consumer.start()
             services = ServiceRunner(runtime, types=types)
             await services.start()
+            schedules = ScheduleRunner(runtime, types=types)
+            await schedules.start()
             if not ingress and settings.worker_metrics_port:
                 prometheus_client.start_http_server(settings.worker_metrics_port)
         if ingress:
@@ -67,6 +71,8 @@ async def serve(
                 await http_task
         if services is not None:
             await services.stop()
+        if schedules is not None:
+            await schedules.stop()
         if consumer is not None:
             await consumer.stop()
         await runtime.stop()

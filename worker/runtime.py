@@ -26,6 +26,7 @@ from worker.reads import ReadBatcher
 from worker.redact import register_secret
 from worker.secrets import SecretBox, SecretDecryptError
 from worker.settings import Settings
+from worker.tokens import LinkTokens, TokenStore
 
 _RECORD_CACHE_SIZE = 4096
 
@@ -67,6 +68,7 @@ class Runtime:
         self.caches: dict[str, TTLCache] = {integration.type: TTLCache() for integration in registry}
         self._records: OrderedDict[tuple[str, str], IntegrationRecord] = OrderedDict()
         self.extensions: dict[str, Any] = {}
+        self.tokens = TokenStore(self)
         self.log = get_logger(component="runtime")
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -163,6 +165,7 @@ class Runtime:
             redelivered=redelivered,
             reads=self.reads,
             incoming_exchange=self.topology.incoming,
+            tokens=LinkTokens(self.tokens, record.team_id if record is not None else envelope.team_id, envelope),
         )
 
     def ingress_context(self, type_: str) -> IngressContext:
@@ -176,6 +179,8 @@ class Runtime:
             cache=self.caches.setdefault(type_, TTLCache()),
             log=get_logger(type=type_),
             load_integration=self.integration,
+            tokens=LinkTokens(self.tokens, None, None),
+            publish=self.publish_envelope,
             install=self._install_for_ingress,
         )
 

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     body_limits: dict[str, int] = Field(default_factory=dict, description='Per type, JSON: {"github": 26214400}')
     inbox_retention_days: float = Field(default=30.0, gt=0, description="Days processed ids are remembered.")
     outbox_relay_interval: float = Field(default=5.0, gt=0)
+    lease_ttl: float = Field(default=15.0, gt=0, description="Seconds an exclusive lease outlives a crashed holder.")
     registry: str = Field(default="integrations.registry:REGISTRY", description="module:attribute of the registry")
 
     @field_validator("secret_keys", mode="before")
@@ -121,3 +122,5 @@ class Settings(BaseSettings):
             raise RuntimeError("IW_SECRET_KEYS must be set in production (the development key is refused)")
         if self.signing_key.get_secret_value() == DEV_SIGNING_KEY:
             raise RuntimeError("IW_SIGNING_KEY must be set in production (the development key is refused)")
+        if len(self.signing_key.get_secret_value()) < 32:
+            raise RuntimeError("IW_SIGNING_KEY must be at least 32 characters")

@@ -1,0 +1,150 @@
+"""`google-calendar.command.sync_task`: keep one event per task in each subscriber's calendar.
+
+The event id is the task's UUID without hyphens (valid base32hex), so an insert is idempotent:
+a repeated sync gets 409 and PATCHes the same event (`status: confirmed` revives one that was
+deleted). `google_calendar_task_events` maps (task, link) to the event. A task without a due
+date, a subscriber removed, or a user who turned `syncEvents` off loses the event (404 and 410
+count as done). A subscriber whose Google link needs reconnecting is skipped, not retried.
+Unlike MIMRAI, events last `task_event_minutes` (not zero), and all-day when the due date
+has no time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from integrations.google_calendar.client import calendar, events_path
+from integrations.google_calendar.config import CalendarConfig
+from integrations.google_common.links import Link, links_of
+from worker.context import Context
+from worker.tokens import LinkNeedsReconnect
+
+UPSERT_MAPPING = """
+    INSERT INTO google_calendar_task_events (team_id, task_id, link_id, integration_id, calendar_id, event_id, etag)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (task_id, link_id) DO UPDATE SET calendar_id = EXCLUDED.calendar_id, event_id = EXCLUDED.event_id,
+        etag = EXCLUDED.etag, synced_at = now()"""
+DELETE_MAPPING = "DELETE FROM google_calendar_task_events WHERE team_id = $1 AND task_id = $2 AND link_id = $3"
+
+
+class SyncTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: uuid.UUID
+    title: str = Field(min_length=1, max_length=1000)
+    task_ref: str | None = Field(default=None, max_length=64, description="`ABC-12`; the summary starts with it.")
+    description: str | None = Field(default=None, max_length=8000)
+    url: str | None = Field(default=None, max_length=2000, description="The task's page in the platform.")
+    team_name: str | None = Field(default=None, max_length=200)
+    due_date: dt.datetime | dt.date | None = Field(description="None: the task has no due date (events go).")
+    timezone: str = Field(default="UTC", max_length=64, description="The team's IANA time zone.")
+    subscribers: list[str] = Field(default_factory=list, description="Platform user ids who get the event.")
+
+    @field_validator("due_date", mode="before")
+    @classmethod
+    def _day_or_moment(cls, value: object) -> object:
+        """`2026-12-01` is a day (an all-day event), not midnight."""
+        if isinstance(value, str) and len(value) == 10:
+            return dt.date.fromisoformat(value)
+        return value
+
+
+def event_id_for(task_id: uuid.UUID) -> str:
+    return task_id.hex
+
+
+def _times(due: dt.datetime | dt.date, timezone: str, minutes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    if isinstance(due, dt.datetime):
+        end = due + dt.timedelta(minutes=minutes)
+        return {"dateTime": due.isoformat(), "timeZone": timezone}, {"dateTime": end.isoformat(), "timeZone": timezone}
+    return {"date": due.isoformat()}, {"date": (due + dt.timedelta(days=1)).isoformat()}
+
+
+def _body(task: SyncTask, minutes: int) -> dict[str, Any]:
+    assert task.due_date is not None
+    start, end = _times(task.due_date, task.timezone, minutes)
+    body: dict[str, Any] = {
+        "summary": f"{task.task_ref} {task.title}" if task.task_ref else task.title,
+        "description": task.description or "",
+        "start": start,
+        "end": end,
+        "status": "confirmed",
+        "extendedProperties": {"private": {"iwTaskId": str(task.task_id)}},
+    }
+    if task.url:
+        body["source"] = {"title": f"Task in {task.team_name}" if task.team_name else "Task", "url": task.url}
+    return body
+
+
+async def _upsert(ctx: Context, link: Link, calendar_id: str, task: SyncTask, minutes: int) -> str | None:
+    event_id = event_id_for(task.task_id)
+    body = _body(task, minutes)
+    params = {"sendUpdates": "none"}
+    response = await calendar(
+        ctx,
+        link.id,
+        "POST",
+        events_path(calendar_id),
+        json={"id": event_id, **body},
+        params=params,
+        ok_statuses=(409,),
+    )
+    if response.status_code == 409:  # it exists (an earlier sync, or deleted and kept as cancelled)
+        response = await calendar(ctx, link.id, "PATCH", events_path(calendar_id, event_id), json=body, params=params)
+    etag: str | None = response.json().get("etag")
+    return etag
+
+
+async def _delete(ctx: Context, link_id: str, calendar_id: str, event_id: str) -> None:
+    await calendar(
+        ctx,
+        link_id,
+        "DELETE",
+        events_path(calendar_id, event_id),
+        params={"sendUpdates": "none"},
+        ok_statuses=(404, 410),
+    )
+
+
+async def on_sync_task(ctx: Context) -> None:
+    task = ctx.payload_as(SyncTask)
+    config = ctx.config_as(CalendarConfig)
+    task_id = str(task.task_id)
+    wanted = []
+    if task.due_date is not None and task.subscribers:
+        wanted = [
+            link
+            for link in await links_of(ctx, user_ids=task.subscribers)
+            if link.config.get("syncEvents", True) is not False
+        ]
+    wanted_ids = {link.id for link in wanted}
+    mapped = await ctx.db.fetch(
+        "SELECT link_id, calendar_id, event_id FROM google_calendar_task_events WHERE team_id = $1 AND task_id = $2",
+        task_id,
+    )
+    removed = 0
+    for row in mapped:
+        if row["link_id"] in wanted_ids:
+            continue
+        try:
+            await _delete(ctx, row["link_id"], row["calendar_id"], row["event_id"])
+        except LinkNeedsReconnect:
+            ctx.log.info("task event left in a calendar whose link needs reconnecting", link_id=row["link_id"])
+        ctx.db.write(DELETE_MAPPING, task_id, row["link_id"])
+        removed += 1
+    synced = 0
+    for link in wanted:
+        try:
+            etag = await _upsert(ctx, link, config.calendar_id, task, config.task_event_minutes)
+        except LinkNeedsReconnect:
+            ctx.log.info("task not synced to a calendar whose link needs reconnecting", link_id=link.id)
+            continue
+        ctx.db.write(
+            UPSERT_MAPPING, task_id, link.id, ctx.integration_id, config.calendar_id, event_id_for(task.task_id), etag
+        )
+        synced += 1
+    ctx.log.info("task synced to calendars", task_id=task_id, synced=synced, removed=removed)
