@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import respx
@@ -14,6 +15,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from schemas.envelope import Envelope, InvalidEnvelope, encode_webhook
 from worker import signing
 from worker.consumer import Worker
+from worker.install import InstallError, _retrying
 from worker.errors import TransientError, classify, parse_retry_after
 from worker.integration import Action, Handler, Integration, Registry, RegistryError
 from worker.outbound import ProviderError, call
@@ -217,3 +219,23 @@ def test_the_ingress_fast_encoding_is_a_valid_envelope() -> None:
     for bad in ({"name": "pull request"}, {"name": ""}, {"id": "x" * 513}, {"type_": "Git Hub"}):
         with pytest.raises(InvalidEnvelope):
             encode_webhook(**{"id": "a", "type_": "github", "name": "push", "payload": {}, "headers": {}, **bad})  # type: ignore[arg-type]
+
+
+async def test_install_transactions_are_retried_when_postgresql_breaks_a_deadlock() -> None:
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        return "done"
+
+    assert await _retrying(flaky) == "done" and calls == 3
+
+    async def always() -> str:
+        raise asyncpg.exceptions.SerializationError("could not serialize access")
+
+    with pytest.raises(InstallError) as refused:
+        await _retrying(always, attempts=2)
+    assert refused.value.status == 503

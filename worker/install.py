@@ -8,9 +8,11 @@ one row per team and type, or per provider account), `post_install`, publish
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -24,6 +26,8 @@ from worker.integration import Hook, InstallRejected, Integration
 from worker.logging import get_logger
 from worker.redact import redact
 from worker.runtime import Runtime
+
+T = TypeVar("T")
 
 
 class InstallError(Exception):
@@ -117,29 +121,34 @@ async def install(runtime: Runtime, request: InstallRequest) -> tuple[Integratio
     await _hook(integration.lifecycle.validate, ctx, "the service refused the config")
     await _hook(integration.lifecycle.pre_install, ctx, "pre-install failed")
     sealed = runtime.secrets.seal(config)
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        if existing is None:
-            try:
+
+    async def write_row() -> Any:
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            if existing is None:
+                try:
+                    row = await conn.fetchrow(
+                        f"""INSERT INTO integrations (team_id, external_team_id, name, type, config)
+                            VALUES ($1, $2, $3, $4, $5) RETURNING {store.INTEGRATION_COLUMNS}""",  # noqa: S608 - a constant column list
+                        request.team_id,
+                        external,
+                        integration.name,
+                        request.type,
+                        sealed,
+                    )
+                except asyncpg.UniqueViolationError:
+                    raise InstallError(409, "installed concurrently; try again") from None
+            else:
                 row = await conn.fetchrow(
-                    f"""INSERT INTO integrations (team_id, external_team_id, name, type, config)
-                        VALUES ($1, $2, $3, $4, $5) RETURNING {store.INTEGRATION_COLUMNS}""",  # noqa: S608 - a constant column list
-                    request.team_id,
-                    external,
-                    integration.name,
-                    request.type,
+                    f"""UPDATE integrations SET config = $2, status = 'active', updated_at = now()
+                        WHERE id = $1 RETURNING {store.INTEGRATION_COLUMNS}""",  # noqa: S608 - a constant column list
+                    existing.id,
                     sealed,
                 )
-            except asyncpg.UniqueViolationError:
-                raise InstallError(409, "installed concurrently; try again") from None
-        else:
-            row = await conn.fetchrow(
-                f"""UPDATE integrations SET config = $2, status = 'active', updated_at = now()
-                    WHERE id = $1 RETURNING {store.INTEGRATION_COLUMNS}""",  # noqa: S608 - a constant column list
-                existing.id,
-                sealed,
-            )
-        assert row is not None
-        await store.run_writes(conn, ctx.staged.writes)
+            assert row is not None
+            await store.run_writes(conn, ctx.staged.writes)
+            return row
+
+    row = await _retrying(write_row)
     record = runtime.record(store.integration_row(row))
     is_new = existing is None
     post = _context(runtime, request.type, request.team_id, record, config=config, action="install")
@@ -147,7 +156,7 @@ async def install(runtime: Runtime, request: InstallRequest) -> tuple[Integratio
         await _hook(integration.lifecycle.post_install, post, "post-install failed")
     except InstallError:
         if is_new:
-            await runtime.pool.execute("DELETE FROM integrations WHERE id = $1", record.id)
+            await _retrying(lambda: runtime.pool.execute("DELETE FROM integrations WHERE id = $1", record.id))
         raise
     post.emit(
         IntegrationInstalled(
@@ -166,7 +175,7 @@ async def install(runtime: Runtime, request: InstallRequest) -> tuple[Integratio
         "installed" if is_new else "reconfigured",
         f"{integration.name} {'installed' if is_new else 'reconfigured'} ({request.source})",
     )
-    await runtime.commit(post.staged)
+    await _retrying(lambda: runtime.commit(post.staged))
     return record, is_new
 
 
@@ -179,12 +188,32 @@ async def uninstall(runtime: Runtime, integration_id: str, team_id: str, *, sour
     await _hook(integration.lifecycle.pre_uninstall, ctx, "pre-uninstall failed")
     ctx.emit(IntegrationUninstalled(integration_id=record.id, type=record.type, team_id=team_id))
     ctx.staged.logs.clear()  # the rows go with the integration
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        await store.run_writes(conn, ctx.staged.writes)
-        await conn.execute("DELETE FROM integrations WHERE id = $1", record.id)
-        written = await store.insert_outbox(conn, ctx.staged.outbox)
+
+    async def delete_row() -> set[str]:
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            await store.run_writes(conn, ctx.staged.writes)
+            await conn.execute("DELETE FROM integrations WHERE id = $1", record.id)
+            return await store.insert_outbox(conn, ctx.staged.outbox)
+
+    written = await _retrying(delete_row)
     await runtime.publish_outbox([item for item in ctx.staged.outbox if item.id in written])
     get_logger(component="install").info("uninstalled", integration_id=record.id, type=record.type, source=source)
+
+
+_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+async def _retrying(work: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
+    """Run a transaction again when PostgreSQL aborted it to break a deadlock with in-flight work
+    (an uninstall deleting rows a worker is writing rows beside, say)."""
+    for attempt in range(attempts):
+        try:
+            return await work()
+        except _CONFLICTS:
+            if attempt == attempts - 1:
+                raise InstallError(503, "the database kept aborting the change (lock conflicts); try again") from None
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _existing(runtime: Runtime, type_: str, team_id: str, external: str | None) -> Any:
