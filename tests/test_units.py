@@ -15,8 +15,8 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from schemas.envelope import Envelope, InvalidEnvelope, encode_webhook
 from worker import signing
 from worker.consumer import Worker
-from worker.install import InstallError, _retrying
 from worker.errors import TransientError, classify, parse_retry_after
+from worker.install import InstallError, _retrying
 from worker.integration import Action, Handler, Integration, Registry, RegistryError
 from worker.outbound import ProviderError, call
 from worker.redact import redact, register_secret
