@@ -688,13 +688,11 @@ class Worker:
         while True:
             await asyncio.sleep(3600)
             try:
-                async with self.runtime.pool.acquire() as conn:
-                    if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('iw-inbox-prune'))"):
-                        try:
-                            removed = await store.prune_inbox(conn, self.settings.inbox_retention_days)
-                            self.log.info("inbox pruned", removed=removed)
-                        finally:
-                            await conn.execute("SELECT pg_advisory_unlock(hashtext('iw-inbox-prune'))")
+                async with self.runtime.pool.acquire() as conn, conn.transaction():
+                    # one worker prunes at a time; the lock goes with the transaction
+                    if await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext('iw-inbox-prune'))"):
+                        removed = await store.prune_inbox(conn, self.settings.inbox_retention_days)
+                        self.log.info("inbox pruned", removed=removed)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
