@@ -52,6 +52,11 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | 
         server_settings={
             "search_path": f"{settings.database_schema},public",
             "application_name": f"integration-worker/{settings.broker_prefix}"[:63],
+            # Plan every execution with the tables' current size. The inbox and the outbox grow (or
+            # churn) fast; a generic plan cached while one was small kept scanning it whole long
+            # after (measured: 631 sequential scans of processed_events in a 40,000-event run,
+            # 2,700 events/s; with custom plans none, 3,400 events/s).
+            "plan_cache_mode": "force_custom_plan",
         },
         command_timeout=60,
     )

@@ -10,7 +10,6 @@ CREATE TABLE github_repositories (
     added_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (integration_id, repository_id)
 );
-CREATE INDEX github_repositories_team_idx ON github_repositories (team_id);
 
 CREATE TYPE github_pr_status AS ENUM
     ('pending', 'closed', 'approved', 'changes_requested', 'reviewed', 'review_requested');
@@ -38,4 +37,5 @@ CREATE TABLE github_pull_requests (
     synced_at      timestamptz NOT NULL DEFAULT now(),
     UNIQUE (integration_id, external_id)
 );
-CREATE INDEX github_pull_requests_team_idx ON github_pull_requests (team_id);
+-- No index on team_id alone: every query names the integration (and the team, for scoping), and
+-- on a fresh table a team_id index lures generic plans into reading the whole team per lookup.
