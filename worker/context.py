@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings
 from structlog.typing import FilteringBoundLogger
 
 from schemas.envelope import Envelope, Kind
-from schemas.events import EventData
+from schemas.events import EventData, IntegrationStatus, IntegrationStatusChanged
 from schemas.rows import IntegrationRow, LogLevel
 from worker import leases
 from worker.cache import TTLCache
@@ -308,6 +308,31 @@ class Context:
         ttl = self.runtime_settings.lease_ttl
         async with leases.exclusive(self._pool, self.staged.writes, f"{self.envelope.type}:{key}", ttl=ttl, wait=wait):
             yield
+
+    def set_status(self, status: IntegrationStatus, reason: str) -> None:
+        """The provider changed this integration's state (app suspended, uninstalled, token revoked):
+        stage the new status, publish `integration.status_changed` and log it. Nothing if unchanged.
+        Messages for an integration that is not active are then skipped (Handler.when_inactive)."""
+        if self.integration is None:
+            raise RuntimeError("this message has no integration whose status could change")
+        previous: Any = self.integration.row.status
+        if previous == status:
+            return
+        self.db.write(
+            "UPDATE integrations SET status = $3, updated_at = now() WHERE team_id = $1 AND id = $2",
+            self.integration.id,
+            status,
+        )
+        self.emit(
+            IntegrationStatusChanged(
+                integration_id=self.integration.id,
+                type=self.envelope.type,
+                status=status,
+                previous_status=previous,
+                reason=reason,
+            )
+        )
+        self.record("info" if status == "active" else "warning", "status_changed", f"{status}: {reason}")
 
     def reply(self, body: dict[str, Any]) -> None:
         """Stage the answer to a request that carried `reply_to` (agent tool calls over the broker)."""

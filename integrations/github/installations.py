@@ -3,12 +3,10 @@ in step with GitHub (MIMRAI ignored these and kept dead rows)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from integrations.github.client import api, app_api
 from integrations.github.config import GithubConfig
 from integrations.github.payloads import InstallationEvent, InstallationRepositoriesEvent, Repository
-from schemas.events import IntegrationStatus, IntegrationStatusChanged
+from schemas.events import IntegrationStatus
 from worker.context import Context
 from worker.errors import PermanentError
 from worker.integration import InstallRejected
@@ -34,28 +32,6 @@ def replace_repositories(ctx: Context, integration_id: str, repositories: list[R
         ctx.db.write(UPSERT_REPOSITORY, integration_id, repo.id, repo.full_name, repo.private)
 
 
-def set_status(ctx: Context, status: IntegrationStatus, reason: str) -> None:
-    assert ctx.integration is not None
-    previous: Any = ctx.integration.row.status
-    if previous == status:
-        return
-    ctx.db.write(
-        "UPDATE integrations SET status = $3, updated_at = now() WHERE team_id = $1 AND id = $2",
-        ctx.integration.id,
-        status,
-    )
-    ctx.emit(
-        IntegrationStatusChanged(
-            integration_id=ctx.integration.id,
-            type="github",
-            status=status,
-            previous_status=previous,
-            reason=reason,
-        )
-    )
-    ctx.record("warning" if status != "active" else "info", "status_changed", f"GitHub App installation {reason}")
-
-
 async def on_installation(ctx: Context) -> None:
     event = ctx.payload_as(InstallationEvent)
     if ctx.integration is None:
@@ -63,7 +39,7 @@ async def on_installation(ctx: Context) -> None:
         return
     status = STATUS_BY_ACTION.get(event.action)
     if status is not None:
-        set_status(ctx, status, event.action)
+        ctx.set_status(status, f"GitHub App installation {event.action}")
     if event.action == "created" and event.repositories is not None:
         replace_repositories(ctx, ctx.integration.id, event.repositories)
     elif event.action == "deleted":

@@ -4,12 +4,9 @@ and logged by the worker, not retried. Installing again through OAuth makes it a
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations.slack.config import SlackConfig
-from schemas.events import IntegrationStatus, IntegrationStatusChanged
 from worker.context import Context
 
 
@@ -20,29 +17,11 @@ class RevokedTokens(BaseModel):
     bot: list[str] = Field(default_factory=list)
 
 
-def set_status(ctx: Context, status: IntegrationStatus, reason: str) -> None:
-    assert ctx.integration is not None
-    previous: Any = ctx.integration.row.status
-    if previous == status:
-        return
-    ctx.db.write(
-        "UPDATE integrations SET status = $3, updated_at = now() WHERE team_id = $1 AND id = $2",
-        ctx.integration.id,
-        status,
-    )
-    ctx.emit(
-        IntegrationStatusChanged(
-            integration_id=ctx.integration.id, type="slack", status=status, previous_status=previous, reason=reason
-        )
-    )
-    ctx.record("warning", "status_changed", f"Slack: {reason}")
-
-
 async def on_app_uninstalled(ctx: Context) -> None:
     if ctx.integration is None:
         ctx.log.info("app_uninstalled for a workspace no team has installed")
         return
-    set_status(ctx, "uninstalled", "the app was uninstalled from the workspace")
+    ctx.set_status("uninstalled", "the Slack app was uninstalled from the workspace")
 
 
 async def on_tokens_revoked(ctx: Context) -> None:
@@ -52,6 +31,6 @@ async def on_tokens_revoked(ctx: Context) -> None:
     tokens = RevokedTokens.model_validate((ctx.envelope.payload.get("event") or {}).get("tokens") or {})
     bot_user = ctx.config_as(SlackConfig).bot_user_id
     if tokens.bot and (bot_user is None or bot_user in tokens.bot):
-        set_status(ctx, "revoked", "the bot token was revoked")
+        ctx.set_status("revoked", "the Slack bot token was revoked")
     else:  # only users' tokens: the bot still works
         ctx.log.info("slack user tokens revoked", users=len(tokens.oauth))
