@@ -185,7 +185,7 @@ class Broker:
     async def channel(self, *, prefetch: int | None = None, confirms: bool = True) -> AbstractChannel:
         if self._connection is None:
             raise BrokerUnavailable("not connected")
-        channel = await self._connection.channel(publisher_confirms=confirms, on_return_raises=True)
+        channel = await self._connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
         if prefetch is not None:
             await channel.set_qos(prefetch_count=prefetch)
         return channel

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from schemas.envelope import Envelope
 from schemas.rows import IntegrationRow
-from worker import store
+from worker import action_results, store
 from worker.broker import BrokerUnavailable
 from worker.context import IntegrationRecord, LogEntry, Staged
 from worker.db import Conn
@@ -295,8 +295,16 @@ class Worker:
             await self._fail(delivery, Failure("permanent", f"unknown integration for {_describe(envelope)}"))
             return
         if delivery.record is not None and not delivery.record.is_active and not handler.when_inactive:
-            delivery.staged.logs.append(
-                _log_entry(delivery, "info", "skipped_inactive", f"integration is {delivery.record.row.status}")
+            reason = f"integration is {delivery.record.row.status}"
+            delivery.staged.logs.append(_log_entry(delivery, "info", "skipped_inactive", reason))
+            action_results.stage_refusal(
+                self.runtime.registry,
+                staged=delivery.staged,
+                envelope=envelope,
+                message=delivery.message,
+                team_id=delivery.record.team_id,
+                integration_id=delivery.record.id,
+                reason=reason,
             )
             await self._done.put(_Done(delivery, "skipped_inactive"))
             return
@@ -364,6 +372,8 @@ class Worker:
                         "x-last-error": failure.reason[:_MAX_ERROR],
                     },
                     expiration_ms=expiration,
+                    reply_to=delivery.message.reply_to,  # a waiting caller gets the answer of a later attempt
+                    correlation_id=delivery.message.correlation_id,
                 )
             except BrokerUnavailable as exc:
                 self.log.warning("could not schedule a retry; message left for redelivery", error=str(exc))
@@ -398,6 +408,7 @@ class Worker:
             await self._finish(delivery, None, requeue=True)
             return
         PARKED.labels(envelope.type).inc()
+        await action_results.answer_parked(self.runtime, delivery.message, envelope, failure.reason)
         delivery.staged = Staged()
         log = None
         if delivery.record is not None:
@@ -432,6 +443,7 @@ class Worker:
             await self._finish(delivery, None, requeue=True)
             return
         PARKED.labels(delivery.queue_type).inc()
+        await action_results.answer_parked(self.runtime, delivery.message, None, reason)
         await self._finish(delivery, "parked", reason=reason)
 
     # --- finishing ---------------------------------------------------------------------------------------
@@ -439,6 +451,7 @@ class Worker:
     async def _duplicate(self, delivery: Delivery) -> None:
         assert delivery.envelope is not None
         DUPLICATES.labels(delivery.envelope.type).inc()
+        await action_results.answer_duplicate(self.runtime, delivery.message, delivery.envelope)
         await self._finish(delivery, "duplicate")
 
     async def _after(self, waiting: asyncio.Future[None], delivery: Delivery) -> None:

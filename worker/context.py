@@ -24,7 +24,7 @@ from structlog.typing import FilteringBoundLogger
 
 from schemas.envelope import Envelope
 from schemas.events import EventData, ResultEvent
-from schemas.rows import IntegrationRow, LogLevel
+from schemas.rows import IntegrationRow, LogLevel, UserLinkRow
 from worker.cache import TTLCache
 from worker.secrets import SecretBox
 from worker.settings import Settings
@@ -173,6 +173,8 @@ class Context:
         # True when this message may have run before: a retry, or a redelivery after a crash.
         # Handlers with side effects that are not idempotent check for their own earlier work then.
         self.is_repeat = envelope.attempt > 0 or redelivered
+        # The link of the user an action acts for (actions declared with needs_user_link).
+        self.user_link: UserLinkRow | None = None
         self._pool = pool
         self._results_exchange = results_exchange
         self._emitted = 0

@@ -7,6 +7,9 @@ GET  /healthz                              the process is up
 GET  /readyz                               broker and database reachable
 GET  /metrics                              Prometheus
 GET  /oauth/{type}/start, /callback        see worker/oauth.py
+/integrations...                           the install lifecycle and catalog (worker/admin_api.py)
+/tools...                                  agent tools over HTTP (worker/tools_api.py)
+/mcp                                       agent tools as an MCP server (worker/mcp_server.py)
 """
 
 from __future__ import annotations
@@ -24,14 +27,18 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from schemas.envelope import Envelope
+from worker.admin_api import admin_routes
 from worker.broker import BrokerUnavailable
 from worker.http_answers import error, json_response
 from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
 from worker.logging import get_logger
+from worker.mcp_server import McpEndpoint
 from worker.metrics import INGRESS_SECONDS, PUBLISHED, WEBHOOKS_RECEIVED, render
 from worker.oauth import oauth_routes
 from worker.redact import redact
 from worker.runtime import Runtime, dumps_envelope
+from worker.tools import ToolGateway
+from worker.tools_api import tool_routes
 
 
 class BodyTooLarge(Exception):
@@ -159,21 +166,33 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False, extra_routes: 
     """The ASGI app. With `manage_runtime`, the app's lifespan starts and stops the runtime
     (the broker connection is made in the background, so the ingress answers 503 until it is up)."""
     ingress = Ingress(runtime)
+    gateway = ToolGateway(runtime)
+    mcp = McpEndpoint(gateway)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        if not manage_runtime:
-            yield
-            return
-        await runtime.start(broker=False)
-        connecting = asyncio.create_task(runtime.broker.connect_with_retry())
-        try:
-            yield
-        finally:
-            connecting.cancel()
-            await runtime.stop()
+        async with mcp.running():
+            if not manage_runtime:
+                yield
+                await gateway.close()
+                return
+            await runtime.start(broker=False)
+            connecting = asyncio.create_task(runtime.broker.connect_with_retry())
+            try:
+                yield
+            finally:
+                connecting.cancel()
+                await gateway.close()
+                await runtime.stop()
 
-    return Starlette(routes=[*ingress.routes(), *extra_routes], lifespan=lifespan)
+    routes = [
+        *ingress.routes(),
+        *admin_routes(runtime),
+        *tool_routes(gateway),
+        Route("/mcp", mcp),
+        *extra_routes,
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 class QuietServer(uvicorn.Server):

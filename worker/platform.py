@@ -6,11 +6,37 @@ It is part of every registry; its actions live in the runtime, not in integratio
 
 from __future__ import annotations
 
-from worker.integration import Integration
+from worker import install_commands as commands
+from worker.integration import Action, Integration
 
 PLATFORM = Integration(
     type="integration",
     name="Platform",
-    description="Commands about integrations themselves: install, uninstall, link a user.",
-    actions=[],
+    description="Commands about integrations themselves: install, update, uninstall, link a user.",
+    actions=[
+        Action(
+            "install",
+            "Install (or reconfigure) an integration for the envelope's team: the install path.",
+            commands.InstallCommand,
+            commands.InstalledOutput,
+            commands.install_command,
+            requires_integration=False,
+        ),
+        Action(
+            "update",
+            "Change fields of an installed integration's config.",
+            commands.UpdateCommand,
+            commands.InstalledOutput,
+            commands.update_command,
+            requires_integration=False,
+        ),
+        Action(
+            "uninstall",
+            "Uninstall an integration: stop its listeners and watches, delete it.",
+            commands.UninstallCommand,
+            commands.UninstalledOutput,
+            commands.uninstall_command,
+            requires_integration=False,
+        ),
+    ],
 )

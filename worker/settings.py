@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     signing_key: SecretStr = Field(default=SecretStr(DEV_SIGNING_KEY), description="Signs OAuth state and links.")
     admin_token: SecretStr | None = Field(default=None, description="Bearer token for the admin HTTP API.")
     service_token: SecretStr | None = Field(default=None, description="Bearer token for agent tool calls.")
+    tool_timeout: float = Field(
+        default=30.0, gt=0, le=300, description="Seconds an HTTP, MCP or CLI tool call waits for its answer."
+    )
 
     concurrency: int = Field(default=64, ge=1, description="Handlers in flight per worker process.")
     prefetch: int = Field(default=512, ge=1, description="Unacknowledged deliveries per worker process.")
