@@ -21,6 +21,7 @@ class FakeTelegramState:
     send_attempts: int = 0
     webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # token -> setWebhook body
     calls: list[str] = field(default_factory=list)  # method names, in order
+    fail_methods: dict[str, int] = field(default_factory=dict)  # method -> HTTP status to answer
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
@@ -31,6 +32,7 @@ class FakeTelegramState:
             self.send_attempts = 0
             self.webhooks.clear()
             self.calls.clear()
+            self.fail_methods.clear()
 
 
 def _fail(code: int, description: str) -> JSONResponse:
@@ -46,6 +48,8 @@ def build_app(state: FakeTelegramState) -> Starlette:
         me = state.bots.get(token)
         if me is None:
             return _fail(401, "Unauthorized")
+        if name in state.fail_methods:
+            return _fail(state.fail_methods[name], "Internal Server Error: injected")
         if name == "getMe":
             return JSONResponse({"ok": True, "result": me})
         if name == "setWebhook":
