@@ -547,7 +547,7 @@ class Worker:
             return
         settled = [item for item in batch if id(item) not in raced and id(item) not in refused]
         await self.runtime.publish_outbox(
-            [o for item in settled if item.outcome == "success" for o in item.delivery.staged.outbox]
+            [o for item in settled if item.outcome != "parked" for o in item.delivery.staged.outbox]
         )
         for item in batch:
             if id(item) in refused and item.outcome == "parked":

@@ -37,6 +37,7 @@ async def test_the_catalog_describes_every_type_with_its_config_schema_and_secre
     assert items["github"]["config_schema"]["properties"]["installationId"]["type"] == "integer"
     [send] = telegram["actions"]
     assert send["name"] == "send_message" and send["command"] == "telegram.command.send_message"
+    assert send["tool"] == "telegram_send_message"
     assert set(send["input_schema"]["properties"]) == {"chat_id", "text", "reply_to_message_id"}
 
 

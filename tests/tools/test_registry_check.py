@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, RootModel
 
+from tests.tools.conftest import TOOLS_REGISTRY
+from worker import contract
 from worker.context import Context
 from worker.integration import Action, Handler, Integration, Lifecycle, Registry, RegistryError
 
@@ -56,6 +58,16 @@ def test_a_sound_registry_builds_and_derives_a_command_per_action() -> None:
 
     handler = registry.handler("acme", "command", "send")
     assert handler is not None and handler.kind == "command" and handler.name == "send"
+
+
+def test_the_contract_carries_every_actions_schemas_and_the_tool_answers() -> None:
+    schemas = contract.json_schemas(TOOLS_REGISTRY)
+
+    assert set(schemas["command.github.command.comment.input"]["properties"]) == {"repository", "issue_number", "body"}
+    assert set(schemas["command.telegram.command.send_message.output"]["properties"]) == {"message_id", "chat_id"}
+    assert "command.integration.command.install.input" in schemas
+    assert set(schemas["tool.reply"]["properties"]) == {"ok", "status", "output", "error", "fields"}
+    assert schemas["tool.call_request"]["required"] == ["team_id"]
 
 
 def test_types_and_action_names_must_be_unique() -> None:

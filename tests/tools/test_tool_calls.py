@@ -259,3 +259,25 @@ async def test_a_team_with_two_installations_says_which_one(
     said = await call(service, "github_comment", {**COMMENT, "integration_id": second.id})
     assert said.status_code == 200, said.text
     assert github.comments[0]["installation_id"] == 5151
+
+
+async def test_a_suspended_integration_answers_refused_and_calls_nothing(
+    runtime: Runtime,
+    worker: Worker,
+    service: httpx.AsyncClient,
+    broker_caller: BrokerCaller,
+    github: FakeGitHubState,
+    github_integration: Any,
+) -> None:
+    await runtime.pool.execute("UPDATE integrations SET status = 'suspended', updated_at = now()")
+
+    listed = await service.get("/tools", params={"team_id": TEAM})
+    over_http = await call(service, "github_comment", COMMENT)
+    over_broker = await broker_caller.call(
+        Envelope(id="svc-suspended", type="github", kind="command", name="comment", team_id=TEAM, payload=COMMENT)
+    )
+
+    assert listed.json() == {"tools": []}
+    assert over_http.status_code == 404
+    assert over_broker == {"ok": False, "status": "refused", "error": "integration is suspended"}
+    assert github.comment_attempts == 0
