@@ -7,12 +7,13 @@ It is part of every registry; its actions live in the runtime, not in integratio
 from __future__ import annotations
 
 from worker import install_commands as commands
+from worker import tool_commands
 from worker.integration import Action, Integration
 
 PLATFORM = Integration(
     type="integration",
     name="Platform",
-    description="Commands about integrations themselves: install, update, uninstall, link a user.",
+    description="Commands about integrations themselves: install, update, uninstall, list tools.",
     actions=[
         Action(
             "install",
@@ -36,6 +37,14 @@ PLATFORM = Integration(
             commands.UninstallCommand,
             commands.UninstalledOutput,
             commands.uninstall_command,
+            requires_integration=False,
+        ),
+        Action(
+            "list_tools",
+            "The agent tools the envelope's team (and a user) can call, in OpenAI or MCP form.",
+            tool_commands.ListToolsCommand,
+            tool_commands.ListToolsOutput,
+            tool_commands.list_tools_command,
             requires_integration=False,
         ),
     ],

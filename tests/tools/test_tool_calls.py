@@ -281,3 +281,18 @@ async def test_a_suspended_integration_answers_refused_and_calls_nothing(
     assert over_http.status_code == 404
     assert over_broker == {"ok": False, "status": "refused", "error": "integration is suspended"}
     assert github.comment_attempts == 0
+
+
+async def test_an_agent_on_the_broker_lists_the_teams_tools(
+    worker: Worker, broker_caller: BrokerCaller, github_integration: Any
+) -> None:
+    def listing(id_: str, team: str, **payload: Any) -> Envelope:
+        return Envelope(id=id_, type="integration", kind="command", name="list_tools", team_id=team, payload=payload)
+
+    mine = await broker_caller.call(listing("list-1", TEAM))
+    as_mcp = await broker_caller.call(listing("list-2", TEAM, format="mcp"))
+    theirs = await broker_caller.call(listing("list-3", OTHER_TEAM))
+
+    assert [t["function"]["name"] for t in mine["output"]["tools"]] == ["github_comment"]
+    assert [t["name"] for t in as_mcp["output"]["tools"]] == ["github_comment"]
+    assert theirs == {"ok": True, "status": "succeeded", "output": {"tools": []}}
