@@ -173,8 +173,10 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False, extra_routes: 
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with mcp.running():
             if not manage_runtime:
-                yield
-                await gateway.close()
+                try:
+                    yield
+                finally:
+                    await gateway.close()
                 return
             await runtime.start(broker=False)
             connecting = asyncio.create_task(runtime.broker.connect_with_retry())
