@@ -35,8 +35,8 @@ _LINK = """
     SELECT id, team_id, user_id, external_user_id, external_user_name, integration_id, integration_type,
            config, status, token_expires_at, created_at, updated_at
     FROM integration_user_link
-    WHERE (team_id = $1 OR team_id IS NULL) AND integration_id = $2 AND user_id = $3 AND status = 'active'
-    ORDER BY updated_at DESC LIMIT 1"""
+    WHERE (team_id = $1 OR team_id IS NULL) AND integration_id = $2 AND user_id = $3
+    ORDER BY status = 'active' DESC, updated_at DESC LIMIT 1"""
 
 
 async def acting_link(ctx: Context) -> UserLinkRow:
@@ -47,7 +47,10 @@ async def acting_link(ctx: Context) -> UserLinkRow:
     record = await ctx.db.fetchrow(_LINK, ctx.integration_id, user_id)
     if record is None:
         raise ActionRefused(f"user {user_id} has not linked an account to this integration")
-    return UserLinkRow.model_validate(dict(record))
+    link = UserLinkRow.model_validate(dict(record))
+    if link.status != "active":
+        raise ActionRefused(f"user {user_id} must connect their account again (link {link.status})")
+    return link
 
 
 async def run(ctx: Context, action: Action[Any, Any]) -> None:

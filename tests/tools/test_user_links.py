@@ -65,11 +65,18 @@ async def test_it_runs_as_the_linked_user_and_refuses_anyone_else(
         "status": "refused",
         "error": "user bob has not linked an account to this integration",
     }
+    await runtime.pool.execute("UPDATE integration_user_link SET status = 'needs_reconnect' WHERE user_id = 'ada'")
+    stale = await broker_caller.call(
+        Envelope(id="who-2", type="probe", kind="command", name="whoami", team_id=TEAM, headers={"x-user-id": "ada"})
+    )
+    assert stale["status"] == "refused"
+    assert stale["error"] == "user ada must connect their account again (link needs_reconnect)"
     link_id = await runtime.pool.fetchval("SELECT id FROM integration_user_link WHERE user_id = 'ada'")
     logged = await runtime.pool.fetch(
         "SELECT integration_user_link_id, details FROM integration_logs WHERE key = 'action_call' ORDER BY created_at"
     )
     assert [(r["integration_user_link_id"], r["details"]["status"]) for r in logged] == [
         (link_id, "succeeded"),
+        (None, "refused"),
         (None, "refused"),
     ]
