@@ -1,6 +1,6 @@
 """Every integration this worker knows. Adding one: a folder, and a line here."""
 
-from integrations import github, gmail, google_calendar, mattermost, slack, smtp, task_comments, whatsapp
+from integrations import github, gmail, google_calendar, mattermost, slack, smtp, task_comments, telegram, whatsapp
 from worker.integration import Registry
 
 REGISTRY = Registry(
@@ -12,6 +12,7 @@ REGISTRY = Registry(
         slack.integration,
         smtp.integration,
         task_comments.integration,
+        telegram.integration,
         whatsapp.integration,
     ]
 )

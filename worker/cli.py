@@ -14,14 +14,17 @@ from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
 from worker import contract, dead
+from worker.broker import BrokerUnavailable
 from worker.errors import field_errors
-from worker.install import InstallError, InstallRequest, install, public_config, uninstall
-from worker.integration import Registry, RegistryError, load_registry
+from worker.install import InstallError, InstallRequest, install, public_config, uninstall, update
+from worker.integration import Registry, RegistryError, load_registry, tool_name
 from worker.logging import configure_logging
 from worker.process import serve
 from worker.runtime import Runtime
+from worker.scaffold import ScaffoldError, scaffold
 from worker.secrets_rotation import rotate_all
 from worker.settings import Settings
+from worker.tools import ToolCallError, ToolGateway, available_tools, render
 
 
 def _types(value: str | None) -> list[str] | None:
@@ -66,9 +69,34 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--team", required=True)
     install.add_argument("--config", default="{}", help="the config as JSON")
     install.add_argument("--external-team-id")
+    update_cmd = sub.add_parser("update", help="change fields of an installed integration's config")
+    update_cmd.add_argument("integration_id")
+    update_cmd.add_argument("--team", required=True)
+    update_cmd.add_argument("--config", required=True, help='the fields to change, as JSON ("[set]" keeps a secret)')
     uninstall = sub.add_parser("uninstall", help="uninstall an integration")
     uninstall.add_argument("integration_id")
     uninstall.add_argument("--team", required=True)
+    uninstall.add_argument("--force", action="store_true", help="even when stopping or revoking at the provider fails")
+
+    tools = sub.add_parser("tools", help="the agent tools a team (and user) can call")
+    tools.add_argument("--team", required=True)
+    tools.add_argument("--user", help="the platform user (tools that act as a user need their link)")
+    tools.add_argument("--format", choices=["openai", "mcp"], default="openai")
+    call = sub.add_parser("call", help="run an action as an agent tool does: over the broker, answered by a worker")
+    call.add_argument("type")
+    call.add_argument("action")
+    call.add_argument("--team", help="whose integration runs it (required unless --schema)")
+    call.add_argument("--user", help="the platform user it acts for")
+    call.add_argument("--input", default="{}", help="the action's input, as JSON")
+    call.add_argument("--key", help="idempotency key: the same key again answers the first result")
+    call.add_argument("--timeout", type=float, help="seconds to wait for the answer (default IW_TOOL_TIMEOUT)")
+    call.add_argument("--schema", action="store_true", help="print the action's input and output JSON Schema")
+
+    new = sub.add_parser("new", help="scaffold integrations/<folder>/ with a test, and register it")
+    new.add_argument("type", help="the type string, e.g. acme or acme-notes (folder: acme_notes)")
+    new.add_argument("--name", help="display name (default: from the type)")
+    new.add_argument("--description")
+    new.add_argument("--root", default=".", help="the project's root (default: here)")
 
     secrets = sub.add_parser("secrets", help="encryption keys of stored secrets")
     secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True)
@@ -82,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "secrets" and args.secrets_command == "generate-key":
         print(Fernet.generate_key().decode())
         return 0
+    if args.command == "new":
+        return _new(args)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -255,13 +285,41 @@ def _install(args: argparse.Namespace, settings: Settings, registry: Registry) -
     return _run_async(go())
 
 
+def _update(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+    try:
+        changes = json.loads(args.config)
+    except json.JSONDecodeError as exc:
+        print(f"--config is not JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(changes, dict):
+        print("--config must be a JSON object", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        runtime = Runtime(settings, registry)
+        await runtime.start()
+        try:
+            record = await update(runtime, args.integration_id, args.team, changes, source="cli")
+        except InstallError as exc:
+            _print_json(exc.as_dict())
+            return 1
+        finally:
+            await runtime.stop()
+        _print_json(
+            {"id": record.id, "type": record.type, "team_id": record.team_id, "config": public_config(record.config)}
+        )
+        return 0
+
+    return _run_async(go())
+
+
 def _uninstall(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
 
     async def go() -> int:
         runtime = Runtime(settings, registry)
         await runtime.start()
         try:
-            await uninstall(runtime, args.integration_id, args.team, source="cli")
+            await uninstall(runtime, args.integration_id, args.team, source="cli", force=args.force)
         except InstallError as exc:
             _print_json(exc.as_dict())
             return 1
@@ -271,6 +329,94 @@ def _uninstall(args: argparse.Namespace, settings: Settings, registry: Registry)
         return 0
 
     return _run_async(go())
+
+
+def _tools(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+
+    async def go() -> int:
+        runtime = Runtime(settings, registry)
+        await runtime.start(broker=False)
+        try:
+            tools = await available_tools(runtime, args.team, args.user)
+        finally:
+            await runtime.stop()
+        _print_json(render(tools, args.format))
+        return 0
+
+    return _run_async(go())
+
+
+def _call(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+    integration = registry.get(args.type)
+    action = integration.action(args.action) if integration is not None else None
+    if integration is None or action is None:
+        known = [f"{i.type} {a.name}" for i in registry for a in i.actions if i.type != "integration"]
+        print(f"no action {args.type} {args.action}; there are: {', '.join(known) or 'none'}", file=sys.stderr)
+        return 2
+    if args.schema:
+        _print_json(
+            {
+                "command": f"{args.type}.command.{action.name}",
+                "tool": tool_name(args.type, action.name),
+                "description": action.description,
+                "needs_user_link": action.needs_user_link,
+                "input_schema": action.input.model_json_schema(),
+                "output_schema": action.output.model_json_schema(mode="serialization"),
+            }
+        )
+        return 0
+    if not args.team:
+        print("--team is required", file=sys.stderr)
+        return 2
+    try:
+        arguments = json.loads(args.input)
+    except json.JSONDecodeError as exc:
+        print(f"--input is not JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(arguments, dict):
+        print("--input must be a JSON object", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        runtime = Runtime(settings, registry)
+        await runtime.start()
+        gateway = ToolGateway(runtime)
+        try:
+            outcome = await gateway.call(
+                team_id=args.team,
+                user_id=args.user,
+                name=tool_name(args.type, action.name),
+                arguments=arguments,
+                idempotency_key=args.key,
+                source="cli",
+                wait_seconds=args.timeout,
+            )
+        except ToolCallError as exc:
+            _print_json({"error": exc.message, **({"fields": exc.fields} if exc.fields else {})})
+            return 1
+        except BrokerUnavailable as exc:
+            print(f"the broker did not take the call: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await gateway.close()
+            await runtime.stop()
+        _print_json(outcome.answer())
+        return {"succeeded": 0, "pending": 3}.get(outcome.status, 1)
+
+    return _run_async(go())
+
+
+def _new(args: argparse.Namespace) -> int:
+    try:
+        written = scaffold(Path(args.root), args.type, title=args.name, description=args.description)
+    except ScaffoldError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    folder = args.type.replace("-", "_")
+    print(f"next: python -m pytest tests/{folder}   (then make integrations/{folder}/ talk to the real provider)")
+    return 0
 
 
 def _secrets(_args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
@@ -297,7 +443,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings, Registry], int]] = {
     "schema": _schema,
     "dead": _dead,
     "install": _install,
+    "update": _update,
     "uninstall": _uninstall,
+    "tools": _tools,
+    "call": _call,
     "secrets": _secrets,
 }
 

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from schemas.envelope import Envelope
 from schemas.rows import IntegrationRow
-from worker import store
+from worker import action_results, store
 from worker.acks import Acks
 from worker.broker import BrokerUnavailable
 from worker.context import IntegrationRecord, LogEntry, OutboxItem, Staged
@@ -325,8 +325,16 @@ class Worker:
             await self._fail(delivery, Failure("permanent", f"unknown integration for {_describe(envelope)}"))
             return
         if delivery.record is not None and not delivery.record.is_active and not handler.when_inactive:
-            delivery.staged.logs.append(
-                _log_entry(delivery, "info", "skipped_inactive", f"integration is {delivery.record.row.status}")
+            reason = f"integration is {delivery.record.row.status}"
+            delivery.staged.logs.append(_log_entry(delivery, "info", "skipped_inactive", reason))
+            action_results.stage_refusal(
+                self.runtime.registry,
+                staged=delivery.staged,
+                envelope=envelope,
+                message=delivery.message,
+                team_id=delivery.record.team_id,
+                integration_id=delivery.record.id,
+                reason=reason,
             )
             await self._done.put(_Done(delivery, "skipped_inactive"))
             return
@@ -394,6 +402,8 @@ class Worker:
                         "x-last-error": failure.reason[:_MAX_ERROR],
                     },
                     expiration_ms=expiration,
+                    reply_to=delivery.message.reply_to,  # a waiting caller gets the answer of a later attempt
+                    correlation_id=delivery.message.correlation_id,
                 )
             except BrokerUnavailable as exc:
                 self.log.warning("could not schedule a retry; message left for redelivery", error=str(exc))
@@ -428,6 +438,7 @@ class Worker:
             await self._finish(delivery, None, requeue=True)
             return
         PARKED.labels(envelope.type).inc()
+        await action_results.answer_parked(self.runtime, delivery.message, envelope, failure.reason)
         delivery.staged = Staged()
         log = None
         if delivery.record is not None:
@@ -462,6 +473,7 @@ class Worker:
             await self._finish(delivery, None, requeue=True)
             return
         PARKED.labels(delivery.queue_type).inc()
+        await action_results.answer_parked(self.runtime, delivery.message, None, reason)
         await self._finish(delivery, "parked", reason=reason)
 
     # --- finishing ---------------------------------------------------------------------------------------
@@ -469,6 +481,7 @@ class Worker:
     async def _duplicate(self, delivery: Delivery) -> None:
         assert delivery.envelope is not None
         self._count(DUPLICATES, delivery.envelope.type).inc()
+        await action_results.answer_duplicate(self.runtime, delivery.message, delivery.envelope)
         await self._finish(delivery, "duplicate")
 
     async def _after(self, waiting: asyncio.Future[None], delivery: Delivery) -> None:
@@ -562,7 +575,7 @@ class Worker:
                     self._spawn(item.delivery, self._fail(item.delivery, failure))
             return
         for item in batch:  # committed events go out from here on; the acks need not wait for them
-            if item.outcome == "success" and id(item) not in raced and id(item) not in refused:
+            if item.outcome != "parked" and id(item) not in raced and id(item) not in refused:
                 for event in item.delivery.staged.outbox:
                     if event.id in written:
                         self._committed_outbox.put_nowait(event)

@@ -26,7 +26,7 @@ from structlog.typing import FilteringBoundLogger
 
 from schemas.envelope import Envelope, Kind
 from schemas.events import EventData, IntegrationStatus, IntegrationStatusChanged
-from schemas.rows import IntegrationRow, LogLevel
+from schemas.rows import IntegrationRow, LogLevel, UserLinkRow
 from worker import leases
 from worker.cache import TTLCache
 from worker.reads import ReadBatcher
@@ -190,6 +190,8 @@ class Context:
         # True when this message may have run before: a retry, or a redelivery after a crash.
         # Handlers with side effects that are not idempotent check for their own earlier work then.
         self.is_repeat = envelope.attempt > 0 or redelivered
+        # The link of the user an action acts for (actions declared with needs_user_link).
+        self.user_link: UserLinkRow | None = None
         self._pool = pool
         self._results_exchange = results_exchange
         self._incoming_exchange = incoming_exchange

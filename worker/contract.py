@@ -7,7 +7,8 @@ from typing import Any
 from schemas.envelope import Envelope, routing_key
 from schemas.events import EVENT_TYPES, ResultEvent
 from schemas.rows import IntegrationLogRow, IntegrationRow, ParkedMessage, UserLinkRow
-from worker.integration import Registry
+from schemas.tools import ToolCallAnswer, ToolCallRequest, ToolReply
+from worker.integration import Registry, tool_name
 
 
 def catalog(registry: Registry) -> list[dict[str, Any]]:
@@ -29,6 +30,7 @@ def catalog(registry: Registry) -> list[dict[str, Any]]:
                         "name": action.name,
                         "description": action.description,
                         "command": routing_key(integration.type, "command", action.name),
+                        "tool": tool_name(integration.type, action.name),
                         "needs_user_link": action.needs_user_link,
                         "input_schema": action.input.model_json_schema(),
                         "output_schema": action.output.model_json_schema(),
@@ -47,6 +49,9 @@ def json_schemas(registry: Registry) -> dict[str, dict[str, Any]]:
         "row.integration_user_link": UserLinkRow.model_json_schema(),
         "row.integration_log": IntegrationLogRow.model_json_schema(),
         "parked_message": ParkedMessage.model_json_schema(),
+        "tool.reply": ToolReply.model_json_schema(),
+        "tool.call_request": ToolCallRequest.model_json_schema(),
+        "tool.call_answer": ToolCallAnswer.model_json_schema(),
     }
     for name, data in sorted(EVENT_TYPES.items()):
         schemas[f"event.{name}"] = ResultEvent[data].model_json_schema()  # type: ignore[valid-type]

@@ -142,3 +142,14 @@ def field_errors(exc: ValidationError) -> dict[str, list[str]]:
         location = ".".join(str(part) for part in error["loc"]) or "(root)"
         errors.setdefault(location, []).append(error["msg"])
     return errors
+
+
+class ActionRefused(PermanentError):
+    """An action cannot do what it was asked (no such chat, a draft that does not exist...): the
+    caller gets this answer (status `refused`, with per-field errors when given) and the command
+    is done, not parked. Nothing may have been done at the provider when it is raised."""
+
+    def __init__(self, message: str, fields: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields

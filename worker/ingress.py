@@ -9,6 +9,9 @@ GET  /metrics                              Prometheus
 GET  /oauth/{type}/start, /callback        see worker/oauth.py
 POST /links                                confirm an account-link token (worker/links.py)
 GET  /attachments/{token}                  a file that came with a message (worker/attachments.py)
+/integrations...                           the install lifecycle and catalog (worker/admin_api.py)
+/tools...                                  agent tools over HTTP (worker/tools_api.py)
+/mcp                                       agent tools as an MCP server (worker/mcp_server.py)
 """
 
 from __future__ import annotations
@@ -27,16 +30,20 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from schemas.envelope import InvalidEnvelope, encode_webhook
+from worker.admin_api import admin_routes
 from worker.attachments import attachment_routes
 from worker.broker import BrokerUnavailable
 from worker.http_answers import error, json_response
 from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
 from worker.links import link_routes
 from worker.logging import get_logger
+from worker.mcp_server import McpEndpoint
 from worker.metrics import INGRESS_SECONDS, PUBLISHED, WEBHOOKS_RECEIVED, render
 from worker.oauth import oauth_routes
 from worker.redact import redact
 from worker.runtime import Runtime
+from worker.tools import ToolGateway
+from worker.tools_api import tool_routes
 
 
 class BodyTooLarge(Exception):
@@ -204,21 +211,35 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = False, extra_routes: 
     """The ASGI app. With `manage_runtime`, the app's lifespan starts and stops the runtime
     (the broker connection is made in the background, so the ingress answers 503 until it is up)."""
     ingress = Ingress(runtime)
+    gateway = ToolGateway(runtime)
+    mcp = McpEndpoint(gateway)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        if not manage_runtime:
-            yield
-            return
-        await runtime.start(broker=False)
-        connecting = asyncio.create_task(runtime.broker.connect_with_retry())
-        try:
-            yield
-        finally:
-            connecting.cancel()
-            await runtime.stop()
+        async with mcp.running():
+            if not manage_runtime:
+                try:
+                    yield
+                finally:
+                    await gateway.close()
+                return
+            await runtime.start(broker=False)
+            connecting = asyncio.create_task(runtime.broker.connect_with_retry())
+            try:
+                yield
+            finally:
+                connecting.cancel()
+                await gateway.close()
+                await runtime.stop()
 
-    return IngressApp(ingress, Starlette(routes=[*ingress.routes(), *extra_routes], lifespan=lifespan))
+    routes = [
+        *ingress.routes(),
+        *admin_routes(runtime),
+        *tool_routes(gateway),
+        Route("/mcp", mcp),
+        *extra_routes,
+    ]
+    return IngressApp(ingress, Starlette(routes=routes, lifespan=lifespan))
 
 
 class QuietServer(uvicorn.Server):

@@ -4,6 +4,11 @@ install: validate the config with the integration's model (errors per field), ru
 `validate` hook against the live service, `pre_install`, write the row (secrets encrypted;
 one row per team and type, or per provider account), `post_install`, publish
 `integration.installed`. A first install whose post_install fails is rolled back.
+update: the stored config with the given fields replaced (secrets the caller cannot read are
+kept), then the same steps, publishing `integration.updated`.
+uninstall: `pre_uninstall` (stop listeners and watches, revoke), delete the row (user links and
+log rows go with it, by the database's cascades), publish `integration.uninstalled`. Services
+(listeners) stop on their own: the runner notices the row is gone.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import asyncpg
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from schemas.envelope import Envelope
-from schemas.events import IntegrationInstalled, IntegrationUninstalled
+from schemas.events import IntegrationInstalled, IntegrationUninstalled, IntegrationUpdated
 from worker import store
 from worker.context import Context, IntegrationRecord
 from worker.errors import IntegrationError, field_errors
@@ -56,12 +61,15 @@ class InstallRequest:
     source: str = "cli"
 
 
+SET = "[set]"  # what a read shows for a secret that is set; sent back in an update, it keeps the secret
+
+
 def public_config(config: BaseModel) -> dict[str, Any]:
     """A config fit for any read: secret fields are replaced by whether they are set."""
 
     def scrub(value: Any) -> Any:
         if isinstance(value, SecretStr):
-            return "[set]" if value.get_secret_value() else None
+            return SET if value.get_secret_value() else None
         if isinstance(value, dict):
             return {k: scrub(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -103,8 +111,27 @@ async def _hook(hook: Hook | None, ctx: Context, what: str) -> None:
         raise InstallError(502, f"{what}: {redact(str(exc)) or type(exc).__name__}") from None
 
 
-async def install(runtime: Runtime, request: InstallRequest) -> tuple[IntegrationRecord, bool]:
-    """Install or reconfigure; returns the record and whether it is a new install."""
+def revealed_config(config: BaseModel) -> dict[str, Any]:
+    """A stored config as plain values, secrets included: the base an update applies changes to."""
+
+    def reveal(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, dict):
+            return {k: reveal(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [reveal(v) for v in value]
+        return value
+
+    result: dict[str, Any] = reveal(config.model_dump(mode="python", by_alias=True))
+    return result
+
+
+async def install(
+    runtime: Runtime, request: InstallRequest, *, updating: str | None = None
+) -> tuple[IntegrationRecord, bool]:
+    """Install or reconfigure; returns the record and whether it is a new install.
+    `updating`: the id of the integration an update reconfigures (it must be the one the config names)."""
     integration = _integration(runtime, request.type)
     try:
         config = integration.config.model_validate(request.config)
@@ -116,6 +143,8 @@ async def install(runtime: Runtime, request: InstallRequest) -> tuple[Integratio
     existing = await _existing(runtime, request.type, request.team_id, external)
     if existing is not None and existing.team_id != request.team_id:
         raise InstallError(409, f"this {integration.name} account is already installed by another team")
+    if updating is not None and (existing is None or existing.id != updating):
+        raise InstallError(409, f"the config names another {integration.name} account: install that one instead")
     previous = runtime.record(existing) if existing is not None else None
     ctx = _context(runtime, request.type, request.team_id, previous, config=config, action="install")
     await _hook(integration.lifecycle.validate, ctx, "the service refused the config")
@@ -158,18 +187,21 @@ async def install(runtime: Runtime, request: InstallRequest) -> tuple[Integratio
         if is_new:
             await _retrying(lambda: runtime.pool.execute("DELETE FROM integrations WHERE id = $1", record.id))
         raise
-    post.emit(
-        IntegrationInstalled(
-            integration_id=record.id,
-            type=record.type,
-            name=integration.name,
-            team_id=record.team_id,
-            external_team_id=record.row.external_team_id,
-            user_id=request.user_id,
-            is_new_install=is_new,
-            source=request.source,
+    if updating is not None:
+        post.emit(IntegrationUpdated(integration_id=record.id, type=record.type, team_id=record.team_id))
+    else:
+        post.emit(
+            IntegrationInstalled(
+                integration_id=record.id,
+                type=record.type,
+                name=integration.name,
+                team_id=record.team_id,
+                external_team_id=record.row.external_team_id,
+                user_id=request.user_id,
+                is_new_install=is_new,
+                source=request.source,
+            )
         )
-    )
     post.record(
         "info",
         "installed" if is_new else "reconfigured",
@@ -179,13 +211,51 @@ async def install(runtime: Runtime, request: InstallRequest) -> tuple[Integratio
     return record, is_new
 
 
-async def uninstall(runtime: Runtime, integration_id: str, team_id: str, *, source: str = "cli") -> None:
+async def update(
+    runtime: Runtime,
+    integration_id: str,
+    team_id: str,
+    changes: dict[str, Any],
+    *,
+    user_id: str | None = None,
+    source: str = "cli",
+) -> IntegrationRecord:
+    """Reconfigure: the stored config with these top-level fields replaced (a secret sent back as
+    "[set]", as reads show it, is kept), validated and applied like an install."""
+    record = await runtime.integration(None, integration_id)
+    if record is None or record.team_id != team_id:
+        raise InstallError(404, "no such integration for this team")
+    integration = _integration(runtime, record.type)
+    config = revealed_config(record.config)
+    config.update({key: value for key, value in changes.items() if value != SET})
+    external = None if integration.external_team_id is not None else record.row.external_team_id
+    updated, _ = await install(
+        runtime,
+        InstallRequest(record.type, team_id, config, external_team_id=external, user_id=user_id, source=source),
+        updating=record.id,
+    )
+    return updated
+
+
+async def uninstall(
+    runtime: Runtime, integration_id: str, team_id: str, *, source: str = "cli", force: bool = False
+) -> None:
+    """`force`: uninstall even when pre_uninstall fails (the service is gone, the token revoked);
+    what it could not stop or revoke is logged."""
     record = await runtime.integration(None, integration_id)
     if record is None or record.team_id != team_id:
         raise InstallError(404, "no such integration for this team")
     integration = _integration(runtime, record.type)
     ctx = _context(runtime, record.type, team_id, record, config=record.config, action="uninstall")
-    await _hook(integration.lifecycle.pre_uninstall, ctx, "pre-uninstall failed")
+    try:
+        await _hook(integration.lifecycle.pre_uninstall, ctx, "pre-uninstall failed")
+    except InstallError as exc:
+        if not force:
+            raise
+        ctx.staged.writes.clear()
+        get_logger(component="install").warning(
+            "pre-uninstall failed; uninstalling anyway (force)", integration_id=record.id, reason=exc.message
+        )
     ctx.emit(IntegrationUninstalled(integration_id=record.id, type=record.type, team_id=team_id))
     ctx.staged.logs.clear()  # the rows go with the integration
 

@@ -264,6 +264,7 @@ class RegistryError(Exception):
 
 
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_TOOL_NAME_MAX = 64  # OpenAI function names: ^[a-zA-Z0-9_-]{1,64}$
 
 
 class Registry:
@@ -314,10 +315,13 @@ def _check(integration: Integration) -> list[str]:
         problems.append(f"{where}: type must match [a-z][a-z0-9-]*")
     if not integration.name or not integration.description:
         problems.append(f"{where}: name and description are required")
-    try:
-        integration.config.model_json_schema()
-    except Exception as exc:
-        problems.append(f"{where}: config model has no JSON Schema: {exc}")
+    if not (isinstance(integration.config, type) and issubclass(integration.config, BaseModel)):
+        problems.append(f"{where}: config must be a pydantic model class")
+    else:
+        try:
+            integration.config.model_json_schema()
+        except Exception as exc:
+            problems.append(f"{where}: config model has no JSON Schema: {exc}")
     seen: set[tuple[str, str]] = set()
     for handler in integration.handlers:
         if handler.kind not in KINDS:
@@ -338,27 +342,48 @@ def _check(integration: Integration) -> list[str]:
         names.add(action.name)
         if ("command", action.name) in seen:
             problems.append(f"{where}: action {action.name!r} clashes with a command handler of that name")
-        for model in (action.input, action.output):
+        if not action.description:
+            problems.append(f"{where}: action {action.name!r} needs a description (agents read it)")
+        if len(tool_name(integration.type, action.name)) > _TOOL_NAME_MAX:
+            problems.append(
+                f"{where}: tool name {tool_name(integration.type, action.name)!r} is longer than {_TOOL_NAME_MAX}"
+            )
+        for role, model in (("input", action.input), ("output", action.output)):
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                problems.append(f"{where}: action {action.name!r} {role} must be a pydantic model class")
+                continue
             try:
-                model.model_json_schema()
+                schema = model.model_json_schema()
             except Exception as exc:
-                problems.append(f"{where}: action {action.name!r} model has no JSON Schema: {exc}")
+                problems.append(f"{where}: action {action.name!r} {role} model has no JSON Schema: {exc}")
+                continue
+            if schema.get("type") != "object":
+                problems.append(f"{where}: action {action.name!r} {role} must be a JSON object (tools take objects)")
         if not inspect.iscoroutinefunction(action.run):
             problems.append(f"{where}: action {action.name!r} must be an async function")
+    for hook_name in ("validate", "pre_install", "post_install", "pre_uninstall"):
+        hook = getattr(integration.lifecycle, hook_name)
+        if hook is not None and not inspect.iscoroutinefunction(hook):
+            problems.append(f"{where}: lifecycle hook {hook_name} must be an async function")
     if integration.migrations is not None and not integration.migrations.is_dir():
         problems.append(f"{where}: migrations folder {integration.migrations} does not exist")
     return problems
 
 
 def command_handler(action: Action[Any, Any]) -> Handler:
-    """The handler of `<type>.command.<action>`: validate the input, run, reply if asked."""
+    """The handler of `<type>.command.<action>` (worker/actions.py): validate the input, find the
+    acting user's link, run, answer (reply, stored result, log row)."""
+    from worker import actions  # noqa: PLC0415 - actions imports the context, which this module only types
 
     async def run(ctx: Context) -> None:
-        payload = action.input.model_validate(ctx.envelope.payload)
-        output = await action.run(ctx, payload)
-        ctx.reply({"ok": True, "output": action.output.model_validate(output).model_dump(mode="json")})
+        await actions.run(ctx, action)
 
     return Handler("command", action.name, run, requires_integration=action.requires_integration)
+
+
+def tool_name(type_: str, action: str) -> str:
+    """The agent tool of an action: `<type>_<action>` (types have no `_`, so the first one splits)."""
+    return f"{type_}_{action}"
 
 
 def load_registry(spec: str) -> Registry:

@@ -24,6 +24,7 @@ _PATTERNS = [
         r"|api_key)=)[^&\s\"']+"
     ),
     re.compile(r"\bgAAAAA[A-Za-z0-9_\-=]{20,}"),  # Fernet tokens (encrypted secrets)
+    re.compile(r"(?<![0-9])[0-9]{5,12}:[A-Za-z0-9_-]{30,}"),  # Telegram bot tokens (also inside /bot<token>/ URLs)
 ]
 
 _known: set[str] = set()

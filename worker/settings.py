@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     service_poll_interval: float = Field(
         default=2.0, gt=0, description="Seconds between a worker's looks for services (listeners) to take over."
     )
+    tool_timeout: float = Field(
+        default=30.0, gt=0, le=300, description="Seconds an HTTP, MCP or CLI tool call waits for its answer."
+    )
 
     concurrency: int = Field(default=64, ge=1, description="Handlers in flight per worker process.")
     prefetch: int = Field(default=512, ge=1, description="Unacknowledged deliveries per worker process.")

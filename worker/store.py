@@ -152,6 +152,10 @@ async def due_outbox(conn: Conn, older_than_seconds: float, limit: int) -> list[
 
 
 async def prune_inbox(conn: Queryable, retention_days: float) -> int:
+    """Forget processed ids, and the answers of action calls, older than the retention."""
+    await conn.execute(
+        "DELETE FROM action_results WHERE created_at < now() - make_interval(secs => $1)", retention_days * 86400
+    )
     status: str = await conn.execute(
         "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
         retention_days * 86400,

@@ -118,4 +118,4 @@ async def test_an_action_without_a_linked_user_is_parked_with_the_reason(
     await command(runtime, "gmail", "list_emails", {}, integration_id=gmail.id, user_id="user-nobody")
 
     [message] = await eventually(lambda: parked(runtime))
-    assert "has not connected a Google account" in message["headers"]["x-error"]
+    assert "user-nobody has not linked an account to this integration" in message["headers"]["x-error"]

@@ -49,6 +49,7 @@ async def test_an_email_reaches_the_server_with_the_right_headers(
     expected_id = f"<{derived_id(sent, 'smtp-message')}@acme.example>"
     assert answer == {
         "ok": True,
+        "status": "succeeded",
         "output": {
             "message_id": expected_id,
             "accepted": ["bob@client.example", "carol@client.example", "audit@acme.example"],

@@ -1,0 +1,176 @@
+"""The install lifecycle over HTTP, behind `Authorization: Bearer IW_ADMIN_TOKEN` (the platform's
+backend calls it; a dashboard renders what the catalog describes).
+
+GET    /integrations/catalog              every type: name, description, config JSON Schema
+                                          (secrets `writeOnly`), actions and their schemas
+GET    /integrations?team_id=             the team's integrations (config without secrets)
+GET    /integrations/{id}?team_id=        one of them
+POST   /integrations                      {type, team_id, config, external_team_id?, user_id?}:
+                                          201 installed, 200 reconfigured; 400 invalid config
+                                          (per field), 422 refused by the service, 404 unknown type
+PATCH  /integrations/{id}                 {team_id, config, user_id?}: change config fields
+DELETE /integrations/{id}?team_id=[&force=true]
+
+Every path runs worker/install.py, as the CLI and `integration.command.install` do. No read
+returns a secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from worker import contract, store
+from worker.context import IntegrationRecord
+from worker.errors import IntegrationError, field_errors
+from worker.http_answers import error, json_response, require_bearer
+from worker.install import InstallError, InstallRequest, install, public_config, uninstall, update
+from worker.platform import PLATFORM
+from worker.runtime import Runtime
+
+M = TypeVar("M", bound=BaseModel)
+
+_TEAM_INTEGRATIONS = (
+    f"SELECT {store.INTEGRATION_COLUMNS} FROM integrations WHERE team_id = $1 ORDER BY type, created_at"  # noqa: S608
+)
+
+
+class InstallBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    team_id: str = Field(min_length=1)
+    config: dict[str, Any] = Field(default_factory=dict)
+    external_team_id: str | None = None
+    user_id: str | None = None
+
+
+class UpdateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    team_id: str = Field(min_length=1)
+    config: dict[str, Any]
+    user_id: str | None = None
+
+
+def describe(record: IntegrationRecord) -> dict[str, Any]:
+    row = record.row
+    return {
+        "id": row.id,
+        "type": row.type,
+        "name": row.name,
+        "team_id": row.team_id,
+        "external_team_id": row.external_team_id,
+        "status": row.status,
+        "config": public_config(record.config),
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+def admin_routes(runtime: Runtime) -> list[BaseRoute]:
+    def denied(request: Request) -> Response | None:
+        return require_bearer(request, runtime.settings.admin_token, "admin")
+
+    async def catalog(request: Request) -> Response:
+        if (refused := denied(request)) is not None:
+            return refused
+        items = [item for item in contract.catalog(runtime.registry) if item["type"] != PLATFORM.type]
+        return json_response({"integrations": items})
+
+    async def list_installed(request: Request) -> Response:
+        if (refused := denied(request)) is not None:
+            return refused
+        team_id = request.query_params.get("team_id")
+        if not team_id:
+            return error(400, "team_id is required")
+        rows = [store.integration_row(r) for r in await runtime.pool.fetch(_TEAM_INTEGRATIONS, team_id)]
+        items = []
+        for row in rows:
+            try:
+                items.append(describe(runtime.record(row)))
+            except IntegrationError as exc:  # unreadable config (a key gone, a model changed): say so
+                items.append(
+                    {"id": row.id, "type": row.type, "team_id": row.team_id, "status": row.status, "error": str(exc)}
+                )
+        return json_response({"integrations": items})
+
+    async def get_one(request: Request) -> Response:
+        if (refused := denied(request)) is not None:
+            return refused
+        record = await runtime.integration(None, request.path_params["id"])
+        if record is None or record.team_id != request.query_params.get("team_id"):
+            return error(404, "no such integration for this team")
+        return json_response(describe(record))
+
+    async def create(request: Request) -> Response:
+        if (refused := denied(request)) is not None:
+            return refused
+        body = await _body(request, InstallBody)
+        if isinstance(body, Response):
+            return body
+        try:
+            record, is_new = await install(
+                runtime,
+                InstallRequest(
+                    body.type,
+                    body.team_id,
+                    body.config,
+                    external_team_id=body.external_team_id,
+                    user_id=body.user_id,
+                    source="http",
+                ),
+            )
+        except InstallError as exc:
+            return json_response(exc.as_dict(), exc.status)
+        return json_response({**describe(record), "is_new_install": is_new}, 201 if is_new else 200)
+
+    async def change(request: Request) -> Response:
+        if (refused := denied(request)) is not None:
+            return refused
+        body = await _body(request, UpdateBody)
+        if isinstance(body, Response):
+            return body
+        try:
+            record = await update(
+                runtime, request.path_params["id"], body.team_id, body.config, user_id=body.user_id, source="http"
+            )
+        except InstallError as exc:
+            return json_response(exc.as_dict(), exc.status)
+        return json_response(describe(record))
+
+    async def remove(request: Request) -> Response:
+        if (refused := denied(request)) is not None:
+            return refused
+        team_id = request.query_params.get("team_id")
+        if not team_id:
+            return error(400, "team_id is required")
+        force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
+        try:
+            await uninstall(runtime, request.path_params["id"], team_id, source="http", force=force)
+        except InstallError as exc:
+            return json_response(exc.as_dict(), exc.status)
+        return json_response({"id": request.path_params["id"], "uninstalled": True})
+
+    return [
+        Route("/integrations/catalog", catalog, methods=["GET"]),
+        Route("/integrations", list_installed, methods=["GET"]),
+        Route("/integrations", create, methods=["POST"]),
+        Route("/integrations/{id}", get_one, methods=["GET"]),
+        Route("/integrations/{id}", change, methods=["PATCH"]),
+        Route("/integrations/{id}", remove, methods=["DELETE"]),
+    ]
+
+
+async def _body(request: Request, model: type[M]) -> M | Response:
+    try:
+        return model.model_validate(orjson.loads(await request.body()))
+    except orjson.JSONDecodeError:
+        return error(400, "body is not JSON")
+    except ValidationError as exc:
+        return error(400, "invalid request", fields=field_errors(exc))
