@@ -11,6 +11,7 @@ parked; the HTTP and MCP gateways read it before publishing anything.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -31,11 +32,16 @@ if TYPE_CHECKING:
     from worker.runtime import Runtime
 
 _UPSERT = """
-    INSERT INTO action_results (id, team_id, integration_id, type, action, status, body)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    INSERT INTO action_results (id, team_id, integration_id, type, action, status, body, input_hash)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, body = EXCLUDED.body,
-        integration_id = EXCLUDED.integration_id, updated_at = now()"""
+        integration_id = EXCLUDED.integration_id, input_hash = EXCLUDED.input_hash, updated_at = now()"""
 _FAILED = _UPSERT + " WHERE action_results.status = 'failed'"
+
+
+def input_hash(payload: dict[str, Any]) -> str:
+    """What identifies a call's input: the same idempotency key with another input is a mistake."""
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,10 @@ class StoredResult:
     status: ReplyStatus
     reply: ToolReply
     created_at: datetime
+    input_hash: str | None = None
+
+    def other_input(self, payload: dict[str, Any]) -> bool:
+        return self.input_hash is not None and self.input_hash != input_hash(payload)
 
 
 def reply_body(reply: ToolReply) -> dict[str, Any]:
@@ -61,7 +71,16 @@ def stage(
     staged.writes.append(
         (
             _UPSERT,
-            (envelope.id, team_id, integration_id, envelope.type, envelope.name, reply.status, reply_body(reply)),
+            (
+                envelope.id,
+                team_id,
+                integration_id,
+                envelope.type,
+                envelope.name,
+                reply.status,
+                reply_body(reply),
+                input_hash(envelope.payload),
+            ),
         )
     )
 
@@ -72,7 +91,7 @@ def reply_item(envelope: Envelope, reply_to: str, correlation_id: str | None, re
 
 async def get(conn: Queryable, call_id: str) -> StoredResult | None:
     record = await conn.fetchrow(
-        """SELECT id, team_id, integration_id, type, action, status, body, created_at
+        """SELECT id, team_id, integration_id, type, action, status, body, created_at, input_hash
            FROM action_results WHERE id = $1""",
         call_id,
     )
@@ -87,6 +106,7 @@ async def get(conn: Queryable, call_id: str) -> StoredResult | None:
         status=record["status"],
         reply=ToolReply.model_validate(record["body"]),
         created_at=record["created_at"],
+        input_hash=record["input_hash"],
     )
 
 
@@ -135,6 +155,7 @@ async def answer_parked(
                 envelope.name,
                 reply.status,
                 reply_body(reply),
+                input_hash(envelope.payload),
             )
         if message.reply_to:
             await runtime.broker.publish(
@@ -157,6 +178,8 @@ async def answer_duplicate(runtime: Runtime, message: AbstractIncomingMessage, e
             stored.action,
         ) != (envelope.type, envelope.name):
             reply = ToolReply(ok=False, status="refused", error="this id belongs to another call")
+        elif stored.other_input(envelope.payload):
+            reply = ToolReply(ok=False, status="refused", error="this idempotency key was used with other input")
         else:
             reply = stored.reply
         await runtime.broker.publish(

@@ -257,6 +257,9 @@ async def execute(
 ) -> CallOutcome:
     """Answer from the stored result when this call id ran before; else publish the command and
     wait for the worker's answer (`pending` after `wait_seconds`)."""
+    kept = await action_results.get(runtime.pool, call.call_id)
+    if kept is not None and kept.team_id == call.team_id and kept.other_input(call.arguments):
+        raise ToolCallError(409, "this idempotency key was used for a call with other input")
     stored = await stored_outcome(runtime, call.call_id, call.team_id)
     if stored is not None and stored.status != "failed":
         return stored

@@ -107,6 +107,20 @@ async def test_the_same_idempotency_key_twice_makes_one_provider_call_and_answer
     assert github.comment_attempts == 2 and len(github.comments) == 2
 
 
+async def test_an_idempotency_key_reused_with_other_input_is_refused(
+    worker: Worker, service: httpx.AsyncClient, github: FakeGitHubState, github_integration: Any
+) -> None:
+    first = await call(service, "github_comment", COMMENT, idempotency_key="agent-run-9:step-1")
+    other = await call(
+        service, "github_comment", {**COMMENT, "body": "something else"}, idempotency_key="agent-run-9:step-1"
+    )
+
+    assert first.status_code == 200
+    assert other.status_code == 409
+    assert "other input" in other.json()["error"]
+    assert github.comment_attempts == 1 and [c["body"].split("\n")[0] for c in github.comments] == [COMMENT["body"]]
+
+
 async def test_invalid_input_is_refused_per_field_without_calling_anything(
     runtime: Runtime, worker: Worker, service: httpx.AsyncClient, github: FakeGitHubState, github_integration: Any
 ) -> None:

@@ -11,6 +11,7 @@ CREATE TABLE action_results (
     action         text NOT NULL,
     status         text NOT NULL CHECK (status IN ('succeeded', 'refused', 'failed')),
     body           jsonb NOT NULL,
+    input_hash     text,                     -- sha256 of the call's input: a key reused with other input is refused
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
