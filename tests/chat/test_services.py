@@ -11,10 +11,13 @@ import signal
 import time
 from typing import Any
 
+import httpx
+
 from tests.chat.conftest import link_token_in, listener_holder, soon, spawn_worker
 from tests.conftest import TEAM, eventually
 from tests.fakes import mattermost as fake_mattermost
 from tests.fakes.mattermost import FakeMattermostState, posted_event
+from worker.ingress import create_app
 from worker.install import InstallRequest, install, uninstall
 from worker.runtime import Runtime
 from worker.services import ServiceRunner
@@ -115,3 +118,21 @@ async def test_the_listener_reconnects_when_the_server_drops_it(
     mattermost.close_all()
 
     await soon(lambda: mattermost.connects == 2 and mattermost.connected == 1)
+
+
+async def test_uninstalling_over_the_admin_api_stops_the_listener(
+    runtime: Runtime, mattermost: FakeMattermostState, mattermost_integration: Any, services: ServiceRunner
+) -> None:
+    await soon(lambda: mattermost.connected == 1)
+    app = create_app(runtime)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://ingress",
+        headers={"Authorization": f"Bearer {runtime.settings.admin_token.get_secret_value()}"},  # type: ignore[union-attr]
+    ) as admin:
+        response = await admin.delete(f"/integrations/{mattermost_integration.id}", params={"team_id": TEAM})
+
+    assert response.status_code in (200, 204), response.text
+    await soon(lambda: mattermost.connected == 0)
+    assert services.running() == []
+    assert await runtime.pool.fetchval("SELECT count(*) FROM integrations WHERE type = 'mattermost'") == 0
