@@ -150,11 +150,13 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
 
 async def teardown(rt: Runtime) -> None:
+    # Close the runtime first: a robust connection still reconnecting would declare again
+    # the queues it knew, after they were deleted.
+    await rt.stop()
     connection = await aio_pika.connect(rt.settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel()
         await broker_module.delete(channel, rt.topology)
-    await rt.stop()
     conn = await asyncpg.connect(rt.settings.database_url.get_secret_value())
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{rt.settings.database_schema}" CASCADE')
