@@ -78,11 +78,11 @@ def test_review_status_derivation() -> None:
 
 _WORDS = st.sampled_from(
     ["fixes", "Closes", "refs", "wip", "works-on", "start", "prefix", "ABC-12", "xy-3", "A-1", "AB-1-2",
-     "the-fixes", "x-works-on", "wip-start", "fixe\u017f", "wor\u212as-on", "FIXES\u00e9", "-", "_"]
+     "the-fixes", "x-works-on", "wip-start", "fixe\u017f", "wor\u212as-on", "FIXES\u00e9", "-", "_",
+     "ABCDEFGHIJK-1", "ABCDEFGHIJKL-1", "AB-\u0663", "x9-1-2", "\u2003"]
 )  # fmt: skip
-_TEXT = st.lists(st.one_of(_WORDS, st.text(alphabet="aBz9-_ \n\t\u00e9\u212a\u017f", max_size=6)), max_size=12).map(
-    " ".join
-)
+_CHARS = "aBz9-_ \n\t\u00e9\u212a\u017f\u0663\u2003"  # \u0663: an Arabic-Indic 3; \u2003: an em space
+_TEXT = st.lists(st.one_of(_WORDS, st.text(alphabet=_CHARS, max_size=6)), max_size=12).map(" ".join)
 
 
 @settings(max_examples=1000)

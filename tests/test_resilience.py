@@ -71,22 +71,33 @@ def _close_amqp_connections(name: str) -> int:
     return closed
 
 
+async def _unfinished(runtime: Runtime, count: int) -> None:
+    """The fault hit mid-stream: what is left can only be done after the worker recovered."""
+    check = await asyncpg.connect(runtime.settings.database_url.get_secret_value())
+    try:
+        await check.execute(f'SET search_path TO "{runtime.settings.database_schema}"')
+        assert await check.fetchval("SELECT count(*) FROM probe_rows") < count
+    finally:
+        await check.close()
+
+
 async def test_the_broker_dropping_the_connection_loses_and_repeats_nothing(probe_runtime: Runtime) -> None:
-    await _load(probe_runtime, 300, sleep=0.01)
-    worker = Worker(probe_runtime, concurrency=16)
+    await _load(probe_runtime, 400, sleep=0.1)  # ~2.5 s of work; closing takes rabbitmqctl ~1 s
+    worker = Worker(probe_runtime, concurrency=16, prefetch=32)  # most wait in the queue
     await worker.start()
     try:
         await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) > 30 FROM probe_rows"))
         name = f"integration-worker/{probe_runtime.topology.prefix}"
         assert await asyncio.to_thread(_close_amqp_connections, name) == 1
-        await _exactly_once(probe_runtime, 300)
+        await _unfinished(probe_runtime, 400)  # the rest needs the worker to consume again
+        await _exactly_once(probe_runtime, 400)
     finally:
         await worker.stop()
 
 
 async def test_postgresql_killing_the_sessions_loses_and_repeats_nothing(probe_runtime: Runtime) -> None:
-    await _load(probe_runtime, 300, sleep=0.005)
-    worker = Worker(probe_runtime, concurrency=16)
+    await _load(probe_runtime, 300, sleep=0.05)
+    worker = Worker(probe_runtime, concurrency=16, prefetch=32)  # most wait in the queue
     await worker.start()
     admin = await asyncpg.connect(probe_runtime.settings.database_url.get_secret_value())
     try:
@@ -96,6 +107,7 @@ async def test_postgresql_killing_the_sessions_loses_and_repeats_nothing(probe_r
             f"integration-worker/{probe_runtime.topology.prefix}",
         )
         assert killed >= 1
+        await _unfinished(probe_runtime, 300)
         await _exactly_once(probe_runtime, 300)
     finally:
         await admin.close()
@@ -104,13 +116,14 @@ async def test_postgresql_killing_the_sessions_loses_and_repeats_nothing(probe_r
 
 async def test_a_channel_error_mid_stream_loses_and_repeats_nothing(probe_runtime: Runtime) -> None:
     await _load(probe_runtime, 300, sleep=0.01)
-    worker = Worker(probe_runtime, concurrency=16)
+    worker = Worker(probe_runtime, concurrency=16, prefetch=32)  # most wait in the queue
     await worker.start()
     try:
         await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) > 30 FROM probe_rows"))
         assert worker._channel is not None
         raw = await worker._channel.get_underlay_channel()
         await raw.basic_ack(delivery_tag=10_000_000, wait=False)  # the broker closes the channel for this
+        await _unfinished(probe_runtime, 300)
         await _exactly_once(probe_runtime, 300)
     finally:
         await worker.stop()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -26,10 +26,19 @@ from worker.logging import get_logger
 from worker.redact import redact
 
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractIncomingMessage
-
     from worker.integration import Registry
     from worker.runtime import Runtime
+
+
+class ReplyAddress(Protocol):
+    """Where a waiting caller wants its answer: a delivery's reply-to queue and correlation id."""
+
+    @property
+    def reply_to(self) -> str | None: ...
+
+    @property
+    def correlation_id(self) -> str | None: ...
+
 
 _UPSERT = """
     INSERT INTO action_results (id, team_id, integration_id, type, action, status, body, input_hash)
@@ -125,7 +134,7 @@ def stage_refusal(
     *,
     staged: Staged,
     envelope: Envelope,
-    message: AbstractIncomingMessage,
+    message: ReplyAddress,
     team_id: str | None,
     integration_id: str | None,
     reason: str,
@@ -139,9 +148,7 @@ def stage_refusal(
         staged.outbox.append(reply_item(envelope, message.reply_to, message.correlation_id, reply))
 
 
-async def answer_parked(
-    runtime: Runtime, message: AbstractIncomingMessage, envelope: Envelope | None, reason: str
-) -> None:
+async def answer_parked(runtime: Runtime, message: ReplyAddress, envelope: Envelope | None, reason: str) -> None:
     """A parked call: keep its failure for whoever asks later, and answer the caller if it waits."""
     reply = ToolReply(ok=False, status="failed", error=reason)
     try:
@@ -165,7 +172,7 @@ async def answer_parked(
         get_logger(component="action_results").warning("parked call not answered", error=redact(str(exc)))
 
 
-async def answer_duplicate(runtime: Runtime, message: AbstractIncomingMessage, envelope: Envelope) -> None:
+async def answer_duplicate(runtime: Runtime, message: ReplyAddress, envelope: Envelope) -> None:
     """The same call id again: answer with the first result, without running anything."""
     if not message.reply_to:
         return

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import prometheus_client
 
 from worker.consumer import Worker
-from worker.ingress import create_app, server
 from worker.integration import Registry
 from worker.logging import get_logger
 from worker.runtime import Runtime
@@ -58,6 +57,10 @@ async def serve(
             if not ingress and settings.worker_metrics_port:
                 prometheus_client.start_http_server(settings.worker_metrics_port)
         if ingress:
+            # imported here: the ingress (Starlette, uvicorn, the MCP server) costs a worker-only
+            # process half a second of start-up and memory it never uses
+            from worker.ingress import create_app, server  # noqa: PLC0415
+
             http_server = server(create_app(runtime), settings.http_host, settings.http_port)
             http_task = asyncio.create_task(http_server.serve())
             log.info("ingress listening", host=settings.http_host, port=settings.http_port)

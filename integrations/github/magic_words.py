@@ -20,13 +20,16 @@ PROGRESS_WORDS = (
 REVIEW_STATUSES = ("review_requested", "reviewed", "changes_requested", "approved")
 
 # MIMRAI's pattern, case-insensitive: \b(<word>)\b\s+([A-Z][A-Z0-9]{1,10})-(\d+). Trying its 24-way
-# alternation at every position is slow; task references are rare (they need "-<digit>"), so find
-# those first and then check the word in front of each.
+# alternation at every position is slow, and so is trying even the task reference alone at every
+# position. A reference needs "-<digit>", which is rare and found with a literal search; each one
+# is then checked backwards: its prefix starts right after whitespace, at most 11 characters back.
 MIMRAI_PATTERN = re.compile(
     r"\b(" + "|".join(re.escape(w) for w in (*CLOSE_WORDS, *PROGRESS_WORDS)) + r")\b\s+([A-Z][A-Z0-9]{1,10})-(\d+)",
     re.IGNORECASE,
 )
-_REFERENCE = re.compile(r"(?<=\s)([A-Z][A-Z0-9]{1,10})-(\d+)", re.IGNORECASE)
+_DASH_DIGIT = re.compile(r"-\d")
+_REFERENCE_AT = re.compile(r"([A-Z][A-Z0-9]{1,10})-(\d+)", re.IGNORECASE)
+_LONGEST_PREFIX = 11
 _WORDS = frozenset(w.casefold() for w in (*CLOSE_WORDS, *PROGRESS_WORDS))
 
 
@@ -54,12 +57,28 @@ def _matches(text: str) -> list[tuple[str, str, int]]:
     """(magic word, PREFIX, sequence) in order, exactly as MIMRAI_PATTERN.finditer finds them."""
     found = []
     floor = 0  # finditer does not overlap matches: a word must start after the previous match
-    for ref in _REFERENCE.finditer(text):
+    for dash in _DASH_DIGIT.finditer(text):
+        ref = _reference_ending_at(text, dash.start())
+        if ref is None or ref.start() < floor:
+            continue
         word = _word_before(text, floor, ref.start())
         if word is not None:
             found.append((word, ref.group(1).upper(), int(ref.group(2))))
             floor = ref.end()
     return found
+
+
+def _reference_ending_at(text: str, dash: int) -> re.Match[str] | None:
+    """The task reference whose "-" is at `dash`, if one starts right after whitespace."""
+    start = dash
+    while start > 0 and dash - start <= _LONGEST_PREFIX and not text[start - 1].isspace():
+        start -= 1
+    if start == 0 or not text[start - 1].isspace() or dash - start < 2:
+        return None
+    ref = _REFERENCE_AT.match(text, start)
+    if ref is None or ref.end(1) != dash:
+        return None
+    return ref
 
 
 def _word_before(text: str, floor: int, start: int) -> str | None:
