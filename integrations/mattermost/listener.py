@@ -6,7 +6,8 @@ concerns the bot (a direct message, or a post mentioning it; never its own posts
 envelope on the broker exactly like a webhook, with id `mattermost:<post id>`, so a post seen
 twice (a reconnect, or an outgoing webhook too) is handled once. It reconnects with exponential
 backoff and jitter (0.5 s up to 30 s, reset once the server says hello); websockets pings every
-20 s and drops a connection that stops answering.
+20 s and drops a connection that stops answering. Posts made while it was not connected are
+fetched when it connects again (integrations/mattermost/catch_up.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import orjson
 from websockets.asyncio.client import connect
 
 from integrations.mattermost.api import Me, fetch_me
+from integrations.mattermost.catch_up import Gap, missed_posts
 from integrations.mattermost.config import MattermostConfig
 from schemas.envelope import Envelope
 from worker.context import BackgroundContext
@@ -42,20 +44,24 @@ class Backoff:
 
 
 async def run(ctx: BackgroundContext) -> None:
+    assert ctx.integration is not None
     config = ctx.config_as(MattermostConfig)
     backoff = Backoff()
+    gap = Gap.at_start_up(int(ctx.integration.row.created_at.timestamp() * 1000))
     while True:
         try:
-            await _session(ctx, config, backoff)
+            await _session(ctx, config, backoff, gap)
             ctx.log.info("mattermost websocket closed by the server")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             ctx.log.warning("mattermost websocket failed", error=redact(f"{type(exc).__name__}: {exc}"))
+        finally:
+            gap.session_ended()
         await asyncio.sleep(backoff.next())
 
 
-async def _session(ctx: BackgroundContext, config: MattermostConfig, backoff: Backoff) -> None:
+async def _session(ctx: BackgroundContext, config: MattermostConfig, backoff: Backoff, gap: Gap) -> None:
     me = await fetch_me(ctx.http, config)
     async with connect(
         config.websocket_url,
@@ -73,13 +79,27 @@ async def _session(ctx: BackgroundContext, config: MattermostConfig, backoff: Ba
                 continue
             if not isinstance(event, dict):
                 continue
+            gap.alive()
             if event.get("event") == "hello":
                 backoff.reset()
                 ctx.log.info("mattermost websocket connected", bot_user_id=me.id)
+                if gap.start is not None:  # live posts wait in the socket meanwhile
+                    await _catch_up(ctx, config, me, gap.start)
+                    gap.closed()
             elif event.get("event") == "posted":
                 envelope = posted_envelope(ctx, me, event.get("data") or {})
                 if envelope is not None:
                     await _publish(ctx, envelope)
+
+
+async def _catch_up(ctx: BackgroundContext, config: MattermostConfig, me: Me, since: int) -> None:
+    missed = await missed_posts(ctx.http, config, me, since)
+    for data in missed:
+        envelope = posted_envelope(ctx, me, data, source="catch_up")
+        if envelope is not None:
+            await _publish(ctx, envelope)
+    if missed:
+        ctx.log.info("mattermost posts caught up", posts=len(missed))
 
 
 def _json(value: Any, default: Any) -> Any:
@@ -91,7 +111,9 @@ def _json(value: Any, default: Any) -> Any:
     return value if value is not None else default
 
 
-def posted_envelope(ctx: BackgroundContext, me: Me, data: dict[str, Any]) -> Envelope | None:
+def posted_envelope(
+    ctx: BackgroundContext, me: Me, data: dict[str, Any], *, source: str = "websocket"
+) -> Envelope | None:
     """The envelope of a `posted` event that concerns the bot, else None."""
     assert ctx.integration is not None
     post = _json(data.get("post"), {})  # a JSON-encoded string
@@ -109,7 +131,7 @@ def posted_envelope(ctx: BackgroundContext, me: Me, data: dict[str, Any]) -> Env
         integration_id=ctx.integration.id,
         team_id=ctx.integration.team_id,
         payload={
-            "source": "websocket",
+            "source": source,
             "post": post,
             "channel_type": channel_type,
             "channel_name": data.get("channel_name"),

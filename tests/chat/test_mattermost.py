@@ -3,15 +3,18 @@ slash commands at the ingress, association links, replies and notifications thro
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 import pytest
 
+from integrations.mattermost.catch_up import mentions
 from tests.chat.conftest import (
     MATTERMOST_WEBHOOK_TOKEN,
     assert_tampered_tokens_link_nobody,
     link_count,
+    link_directly,
     link_token_in,
     parked,
     publish,
@@ -199,3 +202,107 @@ async def test_team_notifications_go_to_the_configured_channel(
     parked_now = await eventually(lambda: parked(runtime))
     assert [p.id for p in parked_now] == [refused.id]
     assert "teamNotificationChannelId" in parked_now[0].error
+
+
+def _history_post(post_id: str, message: str, channel_id: str, **fields: Any) -> dict[str, Any]:
+    created = int(time.time() * 1000)
+    return {
+        "id": post_id, "channel_id": channel_id, "user_id": ALICE, "message": message, "root_id": "",
+        "create_at": created, "update_at": created, "delete_at": 0, "type": "", **fields,
+    }  # fmt: skip
+
+
+CHANNEL = "chan00000000000000000000aa"
+DIRECT = "dm00000000000000000000000a"
+
+
+def _channels(mattermost: FakeMattermostState) -> None:
+    now = int(time.time() * 1000)
+    mattermost.channels.extend(
+        [
+            {"id": CHANNEL, "type": "O", "name": "town-square", "last_post_at": now},
+            {"id": DIRECT, "type": "D", "name": f"{fake_mattermost.BOT_ID}__{ALICE}", "last_post_at": now},
+            {"id": "quiet000000000000000000000", "type": "O", "name": "quiet", "last_post_at": now - 86_400_000},
+        ]
+    )
+    mattermost.users[ALICE] = "alice"
+
+
+async def test_posts_made_while_the_socket_was_down_are_caught_up_once(
+    runtime: Runtime,
+    worker: Worker,
+    results: Results,
+    mattermost: FakeMattermostState,
+    mattermost_integration: Any,
+    services: ServiceRunner,
+) -> None:
+    await link_directly(runtime, mattermost_integration, ALICE, "user-alice")
+    _channels(mattermost)
+    await soon(lambda: mattermost.connected == 1)
+    live = _history_post("a" * 26, "@planner seen live", CHANNEL)
+    mattermost.history.append(live)  # on the server, and sent over the socket
+    mattermost.broadcast(posted_event(message=live["message"], mentions=[fake_mattermost.BOT_ID], post_id=live["id"]))
+    await results.wait_for("message.received")
+    connects = mattermost.connects
+
+    # posted while the socket was down: the server has them, no listener got them
+    mattermost.history.extend(
+        [
+            _history_post("b" * 26, "@planner missed in the channel", CHANNEL),
+            _history_post("c" * 26, "missed in a direct message", DIRECT),
+            _history_post("d" * 26, "lunch?", CHANNEL),  # not for the bot
+            _history_post("e" * 26, "@planner.", CHANNEL, user_id=fake_mattermost.BOT_ID),  # its own
+            _history_post("f" * 26, "@planner joined", CHANNEL, type="system_join_channel"),
+            _history_post("g" * 26, "@planner gone", CHANNEL, delete_at=1),
+            _history_post("h" * 26, "mail@planner.example", CHANNEL),  # not a mention
+        ]
+    )
+    mattermost.close_all()
+
+    received = await results.wait_for("message.received", count=3)
+    await soon(lambda: mattermost.connects > connects and mattermost.connected == 1)
+    await settled(runtime, worker, "mattermost")
+    texts = sorted(r["data"]["text"] for r in results.of("message.received"))
+    assert texts == ["missed in a direct message", "missed in the channel", "seen live"]
+    by_text = {r["data"]["text"]: r["data"] for r in received}
+    assert by_text["missed in a direct message"]["conversation_id"] == f"mattermost-{DIRECT}-{'c' * 26}"
+    assert by_text["missed in the channel"]["user_id"] == "user-alice"
+    asked = [channel for channel, _ in mattermost.history_requests]
+    assert "quiet000000000000000000000" not in asked  # nothing posted there since the gap began
+
+
+async def test_a_listener_starting_catches_up_recent_posts_but_none_from_before_the_install(
+    runtime: Runtime,
+    worker: Worker,
+    results: Results,
+    mattermost: FakeMattermostState,
+    mattermost_integration: Any,
+) -> None:
+    await link_directly(runtime, mattermost_integration, ALICE, "user-alice")
+    _channels(mattermost)
+    installed = int(mattermost_integration.row.created_at.timestamp() * 1000)
+    mattermost.history.extend(
+        [
+            _history_post("m" * 26, "@planner before the install", CHANNEL, create_at=installed - 300_000),
+            _history_post("n" * 26, "@planner while the workers restarted", CHANNEL),
+        ]
+    )
+    runner = ServiceRunner(runtime, poll_interval=0.2)
+    await runner.start()
+    try:
+        await results.wait_for("message.received")
+        await settled(runtime, worker, "mattermost")
+    finally:
+        await runner.stop()
+    assert [r["data"]["text"] for r in results.of("message.received")] == ["while the workers restarted"]
+
+
+def test_mentions_are_read_as_mattermost_reads_them() -> None:
+    assert mentions("@planner what is due?", "planner")
+    assert mentions("thanks @Planner.", "planner")  # a full stop ends the sentence, not the name
+    assert mentions("(@planner)", "planner")
+    assert not mentions("@planners, all of you", "planner")
+    assert not mentions("@planner.bot is another user", "planner")
+    assert not mentions("@planner-team", "planner")
+    assert not mentions("write to mail@planner.example", "planner")
+    assert not mentions("@planner", "")

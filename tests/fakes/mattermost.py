@@ -1,4 +1,5 @@
-"""A fake Mattermost server: REST v4 (users/me, posts, patches, reactions, direct channels, files)
+"""A fake Mattermost server: REST v4 (users/me, posts, patches, reactions, direct channels, files,
+and for catching up: the bot's channels, a channel's posts since a time, users by id)
 and a real WebSocket endpoint (`/api/v4/websocket`, bearer token on the upgrade) that sends
 `hello` and then whatever the test broadcasts. It counts live sockets, so a test can tell how
 many listeners are connected at once."""
@@ -33,6 +34,10 @@ class FakeMattermostState:
     direct_channels: list[list[str]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
     inject_posts: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    channels: list[dict[str, Any]] = field(default_factory=list)  # the bot's channels
+    history: list[dict[str, Any]] = field(default_factory=list)  # posts already on the server
+    users: dict[str, str] = field(default_factory=dict)  # id -> username
+    history_requests: list[tuple[str, int]] = field(default_factory=list)  # (channel id, since)
     sockets: dict[int, WebSocket] = field(default_factory=dict)
     connects: int = 0
     max_concurrent: int = 0
@@ -49,6 +54,10 @@ class FakeMattermostState:
             self.direct_channels.clear()
             self.files.clear()
             self.inject_posts.clear()
+            self.channels.clear()
+            self.history.clear()
+            self.users.clear()
+            self.history_requests.clear()
             self.connects = 0
             self.max_concurrent = len(self.sockets)
 
@@ -178,6 +187,33 @@ def build_app(state: FakeMattermostState) -> Starlette:
             return JSONResponse({"message": "not found"}, 404)
         return Response(content, media_type="audio/ogg")
 
+    async def user_channels(request: Request) -> JSONResponse:
+        if not authorised(request):
+            return unauthorised()
+        with state.lock:
+            return JSONResponse(list(state.channels))
+
+    async def channel_posts(request: Request) -> JSONResponse:
+        if not authorised(request):
+            return unauthorised()
+        channel_id = request.path_params["id"]
+        since = int(request.query_params.get("since", "0"))
+        with state.lock:
+            state.history_requests.append((channel_id, since))
+            found = [
+                p for p in state.history
+                if p["channel_id"] == channel_id and max(p["create_at"], p.get("update_at", 0)) > since
+            ]  # fmt: skip
+        found.sort(key=lambda p: p["create_at"], reverse=True)
+        return JSONResponse({"order": [p["id"] for p in found], "posts": {p["id"]: p for p in found}})
+
+    async def users_by_id(request: Request) -> JSONResponse:
+        if not authorised(request):
+            return unauthorised()
+        ids = await request.json()
+        with state.lock:
+            return JSONResponse([{"id": i, "username": state.users[i]} for i in ids if i in state.users])
+
     async def websocket(socket: WebSocket) -> None:
         if socket.headers.get("authorization") != f"Bearer {state.token}":
             await socket.close(code=1008)
@@ -209,6 +245,9 @@ def build_app(state: FakeMattermostState) -> Starlette:
             Route("/api/v4/reactions", reactions, methods=["POST"]),
             Route("/api/v4/channels/direct", direct, methods=["POST"]),
             Route("/api/v4/files/{id}", file, methods=["GET"]),
+            Route("/api/v4/users/ids", users_by_id, methods=["POST"]),
+            Route("/api/v4/users/{id}/channels", user_channels, methods=["GET"]),
+            Route("/api/v4/channels/{id}/posts", channel_posts, methods=["GET"]),
             WebSocketRoute("/api/v4/websocket", websocket),
         ]
     )
