@@ -7,6 +7,11 @@ date, a subscriber removed, or a user who turned `syncEvents` off loses the even
 count as done). A subscriber whose Google link needs reconnecting is skipped, not retried.
 Unlike MIMRAI, events last `task_event_minutes` (not zero), and all-day when the due date
 has no time.
+
+Syncs of one task run one at a time across all workers (a lease held until the outcome commits),
+and with the platform's `updated_at` a sync older than one already applied is skipped: a retry
+or a redelivery arriving after a newer state must not bring back an old due date or a deleted
+event (`google_calendar_task_versions`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ UPSERT_MAPPING = """
     ON CONFLICT (task_id, link_id) DO UPDATE SET calendar_id = EXCLUDED.calendar_id, event_id = EXCLUDED.event_id,
         etag = EXCLUDED.etag, synced_at = now()"""
 DELETE_MAPPING = "DELETE FROM google_calendar_task_events WHERE team_id = $1 AND task_id = $2 AND link_id = $3"
+APPLIED_VERSION = "SELECT updated_at FROM google_calendar_task_versions WHERE team_id = $1 AND task_id = $2"
+SAVE_VERSION = """
+    INSERT INTO google_calendar_task_versions (team_id, task_id, integration_id, updated_at) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (team_id, task_id) DO UPDATE
+        SET updated_at = GREATEST(google_calendar_task_versions.updated_at, EXCLUDED.updated_at)"""
 
 
 class SyncTask(BaseModel):
@@ -43,6 +53,17 @@ class SyncTask(BaseModel):
     due_date: dt.datetime | dt.date | None = Field(description="None: the task has no due date (events go).")
     timezone: str = Field(default="UTC", max_length=64, description="The team's IANA time zone.")
     subscribers: list[str] = Field(default_factory=list, description="Platform user ids who get the event.")
+    updated_at: dt.datetime | None = Field(
+        default=None,
+        description="When the task last changed in the platform: a sync older than one already applied is skipped.",
+    )
+
+    @field_validator("updated_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("updated_at needs a time zone (e.g. 2026-11-25T10:00:00Z)")
+        return value
 
     @field_validator("due_date", mode="before")
     @classmethod
@@ -112,6 +133,18 @@ async def _delete(ctx: Context, link_id: str, calendar_id: str, event_id: str) -
 
 async def on_sync_task(ctx: Context) -> None:
     task = ctx.payload_as(SyncTask)
+    async with ctx.exclusive(f"task:{task.task_id}"):
+        if task.updated_at is not None:
+            applied = await ctx.db.fetchval(APPLIED_VERSION, str(task.task_id))
+            if applied is not None and applied > task.updated_at:
+                ctx.log.info("stale task sync skipped", task_id=str(task.task_id), applied=applied.isoformat())
+                ctx.record("info", "stale_sync_skipped", f"task {task.task_id}: a newer state was already synced")
+                return
+            ctx.db.write(SAVE_VERSION, str(task.task_id), ctx.integration_id, task.updated_at)
+        await _sync(ctx, task)
+
+
+async def _sync(ctx: Context, task: SyncTask) -> None:
     config = ctx.config_as(CalendarConfig)
     task_id = str(task.task_id)
     wanted = []

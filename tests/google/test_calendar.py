@@ -13,6 +13,7 @@ import httpx
 from tests.conftest import TEAM, Results, eventually, queue_depth
 from tests.fakes.google import Calendar, FakeGoogleState
 from tests.google.conftest import ANN, USER, Replies, command, install_type, link_user
+from worker import dead
 from worker.consumer import Worker
 from worker.context import IntegrationRecord
 from worker.runtime import Runtime
@@ -347,3 +348,51 @@ async def _no_channel_rows(runtime: Runtime) -> bool:
 
 async def _channel_rows(runtime: Runtime, count: int) -> bool:
     return int(await runtime.pool.fetchval("SELECT count(*) FROM google_calendar_channels")) == count
+
+
+async def test_a_late_sync_of_an_older_task_state_does_not_undo_a_newer_one(
+    runtime: Runtime, google: FakeGoogleState, worker: Worker
+) -> None:
+    integration, _ = await calendar_ready(runtime, google)
+    cal = google.calendar(ANN)
+    newer = sync_payload("2026-12-02", updated_at="2026-11-25T10:05:00Z")
+    sent = await command(runtime, "google-calendar", "sync_task", newer)
+    await eventually(lambda: synced(runtime, sent))
+    requests = len(cal.requests)
+
+    # the state before it (a retry, a redelivery) arrives late: it must not bring back Dec 1
+    older = sync_payload("2026-12-01T15:00:00+01:00", updated_at="2026-11-25T10:00:00Z")
+    sent = await command(runtime, "google-calendar", "sync_task", older)
+    await eventually(lambda: synced(runtime, sent))
+    assert cal.events[TASK.hex]["start"] == {"date": "2026-12-02"}
+    assert len(cal.requests) == requests  # Google was not called
+    logged = await runtime.pool.fetchval(
+        "SELECT message FROM integration_logs WHERE integration_id = $1 AND key = 'stale_sync_skipped'",
+        integration.id,
+    )
+    assert logged == f"task {TASK}: a newer state was already synced"
+
+    # the due date removed (newer), then the older state with a due date arrives late: no revival
+    sent = await command(runtime, "google-calendar", "sync_task", sync_payload(None, updated_at="2026-11-25T10:10:00Z"))
+    await eventually(lambda: synced(runtime, sent))
+    assert cal.events[TASK.hex]["status"] == "cancelled"
+    sent = await command(runtime, "google-calendar", "sync_task", newer)
+    await eventually(lambda: synced(runtime, sent))
+    assert cal.events[TASK.hex]["status"] == "cancelled"
+
+    # a state newer than all of them applies
+    sent = await command(
+        runtime, "google-calendar", "sync_task", sync_payload("2026-12-03", updated_at="2026-11-26T08:00:00Z")
+    )
+    await eventually(lambda: synced(runtime, sent))
+    assert cal.events[TASK.hex]["status"] == "confirmed" and cal.events[TASK.hex]["start"] == {"date": "2026-12-03"}
+
+
+async def test_a_sync_without_a_time_zone_on_updated_at_is_refused(
+    runtime: Runtime, google: FakeGoogleState, worker: Worker
+) -> None:
+    await calendar_ready(runtime, google)
+    await command(runtime, "google-calendar", "sync_task", sync_payload("2026-12-02", updated_at="2026-11-25T10:05:00"))
+    parked = await eventually(lambda: dead.list_parked(runtime.broker, None))
+    assert "updated_at needs a time zone" in parked[0].error
+    assert google.calendar(ANN).events == {}
