@@ -35,6 +35,14 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await _start_with_retry(runtime, log)
+    app = None
+    if ingress:
+        # imported only here: the ingress (Starlette, uvicorn, the MCP server) would cost a
+        # worker-only process half a second of start-up. Built before the freeze below, so a full
+        # collection never walks it (a pause that showed in the ingress's p99).
+        from worker.ingress import create_app, server  # noqa: PLC0415
+
+        app = create_app(runtime)
     # Every message allocates many short-lived objects; with the default generation-0 threshold
     # (700) the cyclic collector runs thousands of times a second for nothing (refcounting frees
     # them). Freeze what start-up built and collect less often: ~10% less CPU per message.
@@ -56,12 +64,8 @@ async def serve(
             await schedules.start()
             if not ingress and settings.worker_metrics_port:
                 prometheus_client.start_http_server(settings.worker_metrics_port)
-        if ingress:
-            # imported here: the ingress (Starlette, uvicorn, the MCP server) costs a worker-only
-            # process half a second of start-up and memory it never uses
-            from worker.ingress import create_app, server  # noqa: PLC0415
-
-            http_server = server(create_app(runtime), settings.http_host, settings.http_port)
+        if app is not None:
+            http_server = server(app, settings.http_host, settings.http_port)
             http_task = asyncio.create_task(http_server.serve())
             log.info("ingress listening", host=settings.http_host, port=settings.http_port)
         waiters = [asyncio.create_task(stop.wait())] + ([http_task] if http_task else [])
