@@ -215,7 +215,7 @@ def _with_broker(settings: Settings, registry: Registry, work: Callable[[Any], A
 def _dead(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     async def work(broker: Any) -> int:
         if args.dead_command == "list":
-            parked = await dead.list_parked(broker, args.limit)
+            parked = await dead.list_parked(broker, args.limit, registry)
             if args.json:
                 _print_json([p.model_dump() for p in parked])
             elif not parked:
@@ -226,7 +226,7 @@ def _dead(args: argparse.Namespace, settings: Settings, registry: Registry) -> i
                     print(f"{p.id:<44} {p.routing_key:<36} {p.attempts:>8}  {p.error[:100]}")
             return 0
         if args.dead_command == "show":
-            found = await dead.show(broker, args.id)
+            found = await dead.show(broker, args.id, registry)
             if found is None:
                 print(f"no parked message {args.id}", file=sys.stderr)
                 return 1

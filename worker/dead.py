@@ -3,21 +3,25 @@
 Parked messages live on the durable `<prefix>.parked` queue with their
 envelope and headers saying why (`x-error`, `x-error-kind`, `x-attempts`,
 `x-parked-at`). Reading fetches them without acknowledging and gives them
-back when done, so inspection never loses one.
+back when done, so inspection never loses one. What `list` and `show` display hides the
+secret fields of an install or update command's config (the message keeps them, for replay).
 """
 
 from __future__ import annotations
 
 import contextlib
+import typing
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from pydantic import BaseModel, SecretStr
 
 from schemas.envelope import Envelope
 from schemas.rows import ParkedMessage
 from worker.broker import Broker
+from worker.integration import Registry
 from worker.runtime import dumps_envelope
 
 
@@ -84,16 +88,54 @@ async def _fetch_all(queue: AbstractQueue, limit: int | None) -> list[AbstractIn
     return messages
 
 
-async def list_parked(broker: Broker, limit: int | None = None) -> list[ParkedMessage]:
+HIDDEN = "[hidden]"
+_CONFIG_COMMANDS = ("integration.command.install", "integration.command.update")
+
+
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or SecretStr in typing.get_args(annotation)
+
+
+def _secret_keys(model: type[BaseModel]) -> set[str]:
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        if _is_secret(field.annotation):
+            keys.add(name)
+            if field.alias:
+                keys.add(field.alias)
+    return keys
+
+
+def without_secrets(parked: ParkedMessage, registry: Registry) -> ParkedMessage:
+    """A parked message fit for display: an install or update command carries a config whose
+    secret fields (any type's: an update does not name its type) are hidden."""
+    envelope = parked.envelope
+    if envelope is None or parked.routing_key not in _CONFIG_COMMANDS:
+        return parked
+    payload = envelope.get("payload")
+    config = payload.get("config") if isinstance(payload, dict) else None
+    if not isinstance(payload, dict) or not isinstance(config, dict):
+        return parked
+    secret = set().union(*(_secret_keys(integration.config) for integration in registry))
+    hidden = {key: HIDDEN if key in secret and value else value for key, value in config.items()}
+    return parked.model_copy(update={"envelope": {**envelope, "payload": {**payload, "config": hidden}}})
+
+
+async def list_parked(
+    broker: Broker, limit: int | None = None, registry: Registry | None = None
+) -> list[ParkedMessage]:
+    """Parked messages, oldest first; with the registry, secrets hidden for display."""
     async with _parked_queue(broker) as queue:
-        return [describe(m) for m in await _fetch_all(queue, limit)]
+        parked = [describe(m) for m in await _fetch_all(queue, limit)]
+    return [without_secrets(p, registry) for p in parked] if registry is not None else parked
 
 
-async def show(broker: Broker, message_id: str) -> ParkedMessage | None:
+async def show(broker: Broker, message_id: str, registry: Registry | None = None) -> ParkedMessage | None:
     async with _parked_queue(broker) as queue:
         for message in await _fetch_all(queue, None):
-            if describe(message).id == message_id:
-                return describe(message)
+            parked = describe(message)
+            if parked.id == message_id:
+                return without_secrets(parked, registry) if registry is not None else parked
     return None
 
 

@@ -14,7 +14,9 @@ from schemas.envelope import Envelope
 from tests.conftest import INSTALLATION_ID, TEAM, Results, eventually
 from tests.fakes.github import FakeGitHubState
 from tests.fakes.telegram import FakeTelegramState
+from tests.helpers import publish
 from tests.tools.conftest import BOT_TOKEN, OTHER_BOT_TOKEN, OTHER_TEAM, BrokerCaller
+from worker import dead
 from worker.consumer import Worker
 from worker.runtime import Runtime
 
@@ -287,3 +289,29 @@ async def test_the_cli_installs_updates_and_uninstalls_on_the_same_path(
 
 async def _count(runtime: Runtime) -> bool:
     return await runtime.pool.fetchval("SELECT count(*) FROM integrations") == 0
+
+
+async def test_a_parked_install_command_shows_no_secret_but_replays_whole(
+    runtime: Runtime, worker: Worker, env: dict[str, str], telegram: FakeTelegramState
+) -> None:
+    sent = await publish(
+        runtime, "integration", "command", "install", {"type": "telegram", "config": {"botToken": UNKNOWN_BOT}},
+        team_id=TEAM,
+    )  # fmt: skip
+    [parked] = await eventually(lambda: dead.list_parked(runtime.broker, None))  # refused, nobody waiting: parked
+    assert parked.id == sent.id and "Telegram refused the bot token" in parked.error
+    assert UNKNOWN_BOT not in parked.error
+
+    [listed] = await dead.list_parked(runtime.broker, None, runtime.registry)
+    assert listed.envelope is not None and listed.envelope["payload"]["config"] == {"botToken": "[hidden]"}
+    shown = cli(env, "dead", "show", sent.id)
+    assert shown.returncode == 0, shown.stderr
+    assert '"botToken": "[hidden]"' in shown.stdout and UNKNOWN_BOT not in shown.stdout
+    listed_json = cli(env, "dead", "list", "--json")
+    assert sent.id in listed_json.stdout and UNKNOWN_BOT not in listed_json.stdout
+
+    replayed = cli(env, "dead", "replay", sent.id)  # the message itself kept the token: refused again for it
+    assert replayed.returncode == 0 and "1 message(s) replayed" in replayed.stdout
+    [again] = await eventually(lambda: dead.list_parked(runtime.broker, None))
+    assert again.envelope is not None and again.envelope["payload"]["config"] == {"botToken": UNKNOWN_BOT}
+    assert "Telegram refused the bot token" in again.error
