@@ -1,6 +1,11 @@
 """Mattermost actions: post (in a channel or thread, or to a person directly), edit a post, react,
 notify the team's channel. Commands (`mattermost.command.<name>`) and agent tools alike, delivered
-with retries (429 with Retry-After and 5xx retried; 400, 401, 403, 404 parked)."""
+with retries (429 with Retry-After and 5xx retried; 400, 401, 403, 404 parked).
+
+A post carries the command's id in its props (`iw_command_id`). A command run again (a retry, or
+a redelivery after a crash) first looks for its post among the channel's posts since the command
+was made, so a post the server took just before the answer was lost is not made twice; for that,
+a failed post is retried by the worker (a new run, which looks first), not inside the run."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from worker.context import Context
 from worker.errors import PermanentError
 
 MAX_MESSAGE = 16383
+COMMAND_PROP = "iw_command_id"
 
 
 class PostMessageInput(BaseModel):
@@ -65,13 +71,28 @@ class NotifyTeamInput(BaseModel):
 async def _post(
     ctx: Context, channel_id: str, message: str, root_id: str | None = None, props: Any = None
 ) -> PostOutput:
-    body: dict[str, Any] = {"channel_id": channel_id, "message": message}
+    if ctx.is_repeat:  # an earlier run may have posted it
+        earlier = await _already_posted(ctx, channel_id)
+        if earlier is not None:
+            return earlier
+    body: dict[str, Any] = {
+        "channel_id": channel_id,
+        "message": message,
+        "props": {**(props or {}), COMMAND_PROP: ctx.envelope.id},
+    }
     if root_id:
         body["root_id"] = root_id
-    if props:
-        body["props"] = props
-    created = await api.call(ctx, "POST", "/posts", json=body)
+    created = await api.call(ctx, "POST", "/posts", json=body, attempts=1)
     return PostOutput(id=str(created["id"]), channel_id=str(created.get("channel_id") or channel_id))
+
+
+async def _already_posted(ctx: Context, channel_id: str) -> PostOutput | None:
+    since = int((ctx.envelope.created_at.timestamp() - 60) * 1000)
+    listed = await api.call(ctx, "GET", f"/channels/{channel_id}/posts", params={"since": since})
+    for post in ((listed or {}).get("posts") or {}).values():
+        if isinstance(post, dict) and (post.get("props") or {}).get(COMMAND_PROP) == ctx.envelope.id:
+            return PostOutput(id=str(post["id"]), channel_id=channel_id)
+    return None
 
 
 async def post_message(ctx: Context, request: PostMessageInput) -> PostOutput:

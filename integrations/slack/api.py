@@ -13,17 +13,34 @@ from worker.context import Context
 from worker.outbound import call as outbound_call
 
 
-async def call(ctx: Context, method: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST a Web API method as the bot; the answer's JSON (ok: true)."""
+async def call(
+    ctx: Context, method: str, body: dict[str, Any], *, form: bool = False, attempts: int = 3
+) -> dict[str, Any]:
+    """POST a Web API method as the bot; the answer's JSON (ok: true). Read methods
+    (`conversations.history`, ...) take no JSON body: `form=True` sends the arguments as a form.
+    `attempts=1`: a transient failure is not retried here but by the worker (a new run)."""
     settings = ctx.settings_as(SlackSettings)
     token = await tokens.bot_token(ctx)
+    headers = {"Authorization": f"Bearer {token}"}
+    if form:
+        content: dict[str, Any] = {"data": {k: _form_value(v) for k, v in body.items() if v is not None}}
+    else:
+        content = {"content": orjson.dumps(body)}
+        headers["Content-Type"] = "application/json; charset=utf-8"
     response = await outbound_call(
         ctx.http,
         "POST",
         f"{settings.api_url}/{method}",
-        content=orjson.dumps(body),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json; charset=utf-8"},
+        headers=headers,
         classify=classify,
+        attempts=attempts,
+        **content,
     )
     answer: dict[str, Any] = response.json()
     return answer
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,6 +1,13 @@
 """Slack actions: post a message (in a thread, or visible to one person), update one, react.
 Each is a command (`slack.command.<name>`) and an agent tool; delivered with retries (429 and
-Retry-After honoured, Slack's transient errors retried, permanent ones parked)."""
+Retry-After honoured, Slack's transient errors retried, permanent ones parked).
+
+A posted message carries the command's id in its metadata. A command run again (a retry, or a
+redelivery after a crash) first looks for its message in the channel or thread, so a message
+Slack took just before the answer was lost is not posted twice; for that, a failed post is
+retried by the worker (a new run, which looks first), not inside the run. Without the history scopes the
+lookup is skipped (logged) and the message posted.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +62,34 @@ class AddReactionOutput(BaseModel):
     added: bool = Field(description="False when the reaction was already there.")
 
 
+METADATA_EVENT = "integration_worker_message"
+LOOKUP_LIMIT = 200
+
+
+async def _already_posted(ctx: Context, request: PostMessageInput) -> str | None:
+    """The ts of the message an earlier run of this command posted, if Slack has one."""
+    oldest = f"{ctx.envelope.created_at.timestamp() - 60:.6f}"
+    method, body = "conversations.history", {"channel": request.channel, "oldest": oldest}
+    if request.thread_ts:
+        method, body = "conversations.replies", {**body, "ts": request.thread_ts}
+    try:
+        answer = await api.call(ctx, method, {**body, "include_all_metadata": True, "limit": LOOKUP_LIMIT}, form=True)
+    except ProviderError as exc:  # missing_scope, not_in_channel, ...: post rather than stay silent
+        ctx.log.warning("could not look for an earlier post of this command", error=error_of(exc.body))
+        return None
+    for message in answer.get("messages") or []:
+        metadata = message.get("metadata") or {}
+        payload = metadata.get("event_payload") or {}
+        if metadata.get("event_type") == METADATA_EVENT and payload.get("command_id") == ctx.envelope.id:
+            return str(message.get("ts"))
+    return None
+
+
 async def post_message(ctx: Context, request: PostMessageInput) -> PostMessageOutput:
+    if not request.ephemeral_user and ctx.is_repeat:  # an earlier run may have posted it
+        ts = await _already_posted(ctx, request)
+        if ts is not None:
+            return PostMessageOutput(channel=request.channel, ts=ts)
     body: dict[str, Any] = {"channel": request.channel, "text": request.text}
     if request.thread_ts:
         body["thread_ts"] = request.thread_ts
@@ -65,7 +99,10 @@ async def post_message(ctx: Context, request: PostMessageInput) -> PostMessageOu
         body["user"] = request.ephemeral_user
         answer = await api.call(ctx, "chat.postEphemeral", body)
         return PostMessageOutput(channel=request.channel, ts=answer.get("message_ts"))
-    answer = await api.call(ctx, "chat.postMessage", body)
+    body["metadata"] = {"event_type": METADATA_EVENT, "event_payload": {"command_id": ctx.envelope.id}}
+    # not retried in this run: a failure may hide a message Slack took, which only the next
+    # run's lookup can find
+    answer = await api.call(ctx, "chat.postMessage", body, attempts=1)
     ctx.record("info", "message_posted", f"posted in {request.channel}")
     return PostMessageOutput(channel=str(answer.get("channel") or request.channel), ts=answer.get("ts"))
 

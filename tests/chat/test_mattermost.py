@@ -106,7 +106,7 @@ async def test_a_direct_message_from_an_unlinked_person_gets_one_link_then_menti
     assert mattermost.reactions == [{"user_id": fake_mattermost.BOT_ID, "post_id": "q" * 26, "emoji_name": "eyes"}]
 
     reply = data["reply"]
-    await publish(
+    answer = await publish(
         runtime,
         "mattermost",
         "command",
@@ -120,6 +120,7 @@ async def test_a_direct_message_from_an_unlinked_person_gets_one_link_then_menti
         "channel_id": "chan00000000000000000000aa",
         "message": "Two tasks.",
         "root_id": "r" * 26,
+        "props": {"iw_command_id": answer.id},  # a retry of the command finds it by this
     }
     await settled(runtime, worker, "mattermost")
     assert len(results.of("message.received")) == 1
@@ -306,3 +307,16 @@ def test_mentions_are_read_as_mattermost_reads_them() -> None:
     assert not mentions("@planner-team", "planner")
     assert not mentions("write to mail@planner.example", "planner")
     assert not mentions("@planner", "")
+
+
+async def test_a_post_the_server_took_before_its_answer_was_lost_is_not_made_again(
+    runtime: Runtime, worker: Worker, mattermost: FakeMattermostState, mattermost_integration: Any
+) -> None:
+    mattermost.lose_post_answers = 1  # posted, then 502: the worker cannot know
+    sent = await publish(
+        runtime, "mattermost", "command", "post_message", {"channel_id": CHANNEL, "message": "once"},
+        integration_id=mattermost_integration.id,
+    )  # fmt: skip
+    await eventually(lambda: runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", sent.id))
+    assert [p["message"] for p in mattermost.posts] == ["once"]
+    assert [channel for channel, _ in mattermost.history_requests] == [CHANNEL]  # the retry looked first

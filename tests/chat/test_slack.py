@@ -94,7 +94,7 @@ async def test_unlinked_person_gets_one_association_link_then_reaches_the_agent_
 
     # The agent answers through the reply target it was given.
     reply = data["reply"]
-    await publish(
+    answer = await publish(
         runtime,
         "slack",
         "command",
@@ -103,7 +103,14 @@ async def test_unlinked_person_gets_one_association_link_then_reaches_the_agent_
         integration_id=reply["integration_id"],
     )
     posted = await soon(lambda: slack.of("chat.postMessage"))
-    assert posted == [{"channel": "C0GENERAL", "text": "Two tasks are due today.", "thread_ts": "1700000000.000100"}]
+    assert posted == [
+        {
+            "channel": "C0GENERAL",
+            "text": "Two tasks are due today.",
+            "thread_ts": "1700000000.000100",
+            "metadata": {"event_type": "integration_worker_message", "event_payload": {"command_id": answer.id}},
+        }
+    ]
     assert await link_count(runtime) == 1
 
 
@@ -448,3 +455,29 @@ async def test_a_token_another_process_rotated_is_used_not_refreshed_again(
     runtime.caches["slack"].delete(f"bot-token:{record.id}")
     assert await tokens.bot_token(again) == fresh  # found in the store: no second refresh
     assert len(slack.of("oauth.v2.access")) == 1
+
+
+async def test_a_post_slack_took_before_its_answer_was_lost_is_not_posted_again(
+    runtime: Runtime, worker: Worker, slack: FakeSlackState, slack_integration: Any
+) -> None:
+    slack.lose_answer.append("chat.postMessage")  # posted, then 503: the worker cannot know
+    sent = await publish(
+        runtime, "slack", "command", "post_message", {"channel": "C0", "text": "hi", "thread_ts": "1700000000.000100"},
+        integration_id=slack_integration.id,
+    )  # fmt: skip
+    await eventually(lambda: runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", sent.id))
+    assert [m["text"] for m in slack.messages] == ["hi"]  # once, though the first answer was a 503
+    assert len(slack.of("chat.postMessage")) == 1
+    [lookup] = slack.of("conversations.replies")  # the retry looked in the thread first
+    assert lookup["channel"] == "C0" and lookup["ts"] == "1700000000.000100"
+
+    # without the history scopes the lookup cannot tell: the message is posted (rather than lost)
+    slack.history_scope = False
+    slack.lose_answer.append("chat.postMessage")
+    again = await publish(
+        runtime, "slack", "command", "post_message", {"channel": "C0", "text": "bye"},
+        integration_id=slack_integration.id,
+    )  # fmt: skip
+    await eventually(lambda: runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", again.id))
+    assert [m["text"] for m in slack.messages] == ["hi", "bye", "bye"]
+    assert len(slack.of("conversations.history")) == 1

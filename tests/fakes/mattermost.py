@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ class FakeMattermostState:
     direct_channels: list[list[str]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
     inject_posts: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    lose_post_answers: int = 0  # posts made, then answered 502 (the answer lost on the way)
     channels: list[dict[str, Any]] = field(default_factory=list)  # the bot's channels
     history: list[dict[str, Any]] = field(default_factory=list)  # posts already on the server
     users: dict[str, str] = field(default_factory=dict)  # id -> username
@@ -54,6 +56,7 @@ class FakeMattermostState:
             self.direct_channels.clear()
             self.files.clear()
             self.inject_posts.clear()
+            self.lose_post_answers = 0
             self.channels.clear()
             self.history.clear()
             self.users.clear()
@@ -151,8 +154,16 @@ def build_app(state: FakeMattermostState) -> Starlette:
             status, headers = injected
             return JSONResponse({"message": "injected", "status_code": status}, status, headers=headers)
         post = {"id": secrets.token_hex(13), **body}
+        now = int(time.time() * 1000)
         with state.lock:
             state.posts.append(post)
+            state.history.append(
+                {"root_id": "", **post, "user_id": BOT_ID, "create_at": now, "update_at": now, "delete_at": 0}
+            )
+            lost = state.lose_post_answers > 0
+            state.lose_post_answers -= 1 if lost else 0
+        if lost:
+            return Response(b"bad gateway", 502)
         return JSONResponse(post, 201)
 
     async def patch(request: Request) -> JSONResponse:

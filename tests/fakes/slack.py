@@ -36,6 +36,9 @@ class FakeSlackState:
     calls: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)  # method, body, token
     inject: dict[str, list[tuple[int, dict[str, Any], dict[str, str]]]] = field(default_factory=dict)
     file_requests: list[str | None] = field(default_factory=list)  # Authorization headers seen
+    messages: list[dict[str, Any]] = field(default_factory=list)  # what chat.postMessage posted
+    lose_answer: list[str] = field(default_factory=list)  # methods done, then answered 500 (once each)
+    history_scope: bool = True  # without it, conversations.* answer missing_scope
     # Runs before a refresh is answered (in the server's loop): "another process" acting meanwhile.
     before_refresh: Callable[[], Awaitable[None]] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,6 +53,9 @@ class FakeSlackState:
             self.calls.clear()
             self.inject.clear()
             self.file_requests.clear()
+            self.messages.clear()
+            self.lose_answer.clear()
+            self.history_scope = True
             self.before_refresh = None
 
     def new_bot_token(self) -> str:
@@ -142,7 +148,31 @@ def build_app(state: FakeSlackState) -> Starlette:
                 {"ok": True, "user": {"id": user, "profile": {"display_name": state.users.get(user, "")}}}
             )
         if name == "chat.postMessage":
-            return JSONResponse({"ok": True, "channel": body.get("channel"), "ts": f"{time.time():.6f}"})
+            message = {"ts": f"{time.time():.6f}", "text": body.get("text"), "user": BOT_USER_ID}
+            if body.get("thread_ts"):
+                message["thread_ts"] = body["thread_ts"]
+            if body.get("metadata"):
+                message["metadata"] = body["metadata"]
+            with state.lock:
+                state.messages.append({"channel": body.get("channel"), **message})
+                lost = name in state.lose_answer
+                if lost:
+                    state.lose_answer.remove(name)
+            if lost:  # Slack posted it, the answer never arrived
+                return Response(b"upstream connect error", 503)
+            return JSONResponse({"ok": True, "channel": body.get("channel"), "ts": message["ts"]})
+        if name in ("conversations.history", "conversations.replies"):
+            if not state.history_scope:
+                return JSONResponse({"ok": False, "error": "missing_scope", "needed": "channels:history"})
+            oldest = float(body.get("oldest") or 0)
+            with state.lock:
+                found = [
+                    {k: v for k, v in m.items() if k != "channel"}
+                    for m in state.messages
+                    if m["channel"] == body.get("channel") and float(m["ts"]) > oldest
+                    and (name == "conversations.history" or m.get("thread_ts") == body.get("ts"))
+                ]  # fmt: skip
+            return JSONResponse({"ok": True, "messages": found[::-1], "has_more": False})
         if name == "chat.postEphemeral":
             return JSONResponse({"ok": True, "message_ts": f"{time.time():.6f}"})
         if name == "chat.update":
