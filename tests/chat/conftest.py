@@ -21,7 +21,6 @@ import httpx
 import orjson
 import pytest
 
-from schemas.envelope import Envelope, Kind
 from schemas.rows import ParkedMessage
 from tests.conftest import TEAM, eventually, queue_depth
 from tests.fakes import mattermost as fake_mattermost
@@ -345,31 +344,6 @@ async def confirm_link(
 
 async def link_count(runtime: Runtime) -> int:
     return int(await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link"))
-
-
-async def publish(
-    runtime: Runtime,
-    type_: str,
-    kind: Kind,
-    name: str,
-    payload: dict[str, Any],
-    *,
-    team_id: str | None = None,
-    integration_id: str | None = None,
-    id: str | None = None,
-) -> Envelope:
-    """Publish onto the incoming exchange as another service (the platform, its agent) would."""
-    envelope = Envelope(
-        id=id or f"test:{uuid.uuid4()}",
-        type=type_,
-        kind=kind,
-        name=name,
-        team_id=team_id,
-        integration_id=integration_id,
-        payload=payload,
-    )
-    await runtime.publish_envelope(envelope)
-    return envelope
 
 
 async def parked(runtime: Runtime) -> list[ParkedMessage]:

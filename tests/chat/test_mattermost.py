@@ -17,13 +17,13 @@ from tests.chat.conftest import (
     link_directly,
     link_token_in,
     parked,
-    publish,
     settled,
     soon,
 )
 from tests.conftest import TEAM, Results, eventually
 from tests.fakes import mattermost as fake_mattermost
 from tests.fakes.mattermost import FakeMattermostState, posted_event
+from tests.helpers import publish
 from worker.consumer import Worker
 from worker.install import InstallError, InstallRequest, install
 from worker.runtime import Runtime

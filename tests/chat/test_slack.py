@@ -24,7 +24,6 @@ from tests.chat.conftest import (
     mention,
     parked,
     post_slack,
-    publish,
     settled,
     slack_event,
     soon,
@@ -33,6 +32,7 @@ from tests.chat.conftest import (
 from tests.conftest import TEAM, Results, eventually, queue_depth
 from tests.fakes import slack as fake_slack
 from tests.fakes.slack import FakeSlackState
+from tests.helpers import publish
 from worker import signing
 from worker.consumer import Worker
 from worker.install import InstallRequest, install

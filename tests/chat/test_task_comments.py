@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.chat.conftest import parked, publish, settled
+from tests.chat.conftest import parked, settled
 from tests.conftest import TEAM, Results
+from tests.helpers import publish
 from worker.consumer import Worker
 from worker.install import InstallRequest, install
 from worker.runtime import Runtime

@@ -16,7 +16,6 @@ from tests.chat.conftest import (
     link_token_in,
     parked,
     post_whatsapp,
-    publish,
     settled,
     soon,
     twilio_signature,
@@ -25,6 +24,7 @@ from tests.chat.conftest import (
 from tests.conftest import TEAM, Results, eventually, queue_depth
 from tests.fakes import twilio as fake_twilio
 from tests.fakes.twilio import FakeTwilioState
+from tests.helpers import publish
 from worker.consumer import Worker
 from worker.runtime import Runtime
 
