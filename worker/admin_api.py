@@ -25,11 +25,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from schemas.rows import IntegrationRow
 from worker import contract, store
 from worker.context import IntegrationRecord
-from worker.errors import IntegrationError, field_errors
+from worker.errors import field_errors
 from worker.http_answers import error, json_response, require_bearer
-from worker.install import InstallError, InstallRequest, install, public_config, uninstall, update
+from worker.install import (
+    InstallError,
+    InstallRequest,
+    install,
+    owned_row,
+    public_config,
+    readable,
+    uninstall,
+    update,
+)
 from worker.platform import PLATFORM
 from worker.runtime import Runtime
 
@@ -73,6 +83,14 @@ def describe(record: IntegrationRecord) -> dict[str, Any]:
     }
 
 
+def describe_row(runtime: Runtime, row: IntegrationRow) -> dict[str, Any]:
+    """`describe`, or what can be said of an integration whose config cannot be read."""
+    try:
+        return describe(readable(runtime, row))
+    except InstallError as exc:  # a key gone from IW_SECRET_KEYS, a model changed: say so
+        return {"id": row.id, "type": row.type, "team_id": row.team_id, "status": row.status, "error": exc.message}
+
+
 def admin_routes(runtime: Runtime) -> list[BaseRoute]:
     def denied(request: Request) -> Response | None:
         return require_bearer(request, runtime.settings.admin_token, "admin")
@@ -90,23 +108,16 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         if not team_id:
             return error(400, "team_id is required")
         rows = [store.integration_row(r) for r in await runtime.pool.fetch(_TEAM_INTEGRATIONS, team_id)]
-        items = []
-        for row in rows:
-            try:
-                items.append(describe(runtime.record(row)))
-            except IntegrationError as exc:  # unreadable config (a key gone, a model changed): say so
-                items.append(
-                    {"id": row.id, "type": row.type, "team_id": row.team_id, "status": row.status, "error": str(exc)}
-                )
-        return json_response({"integrations": items})
+        return json_response({"integrations": [describe_row(runtime, row) for row in rows]})
 
     async def get_one(request: Request) -> Response:
         if (refused := denied(request)) is not None:
             return refused
-        record = await runtime.integration(None, request.path_params["id"])
-        if record is None or record.team_id != request.query_params.get("team_id"):
-            return error(404, "no such integration for this team")
-        return json_response(describe(record))
+        try:
+            row = await owned_row(runtime, request.path_params["id"], request.query_params.get("team_id"))
+        except InstallError as exc:
+            return json_response(exc.as_dict(), exc.status)
+        return json_response(describe_row(runtime, row))
 
     async def create(request: Request) -> Response:
         if (refused := denied(request)) is not None:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from schemas.envelope import Envelope
 from schemas.events import IntegrationInstalled, IntegrationUninstalled, IntegrationUpdated
+from schemas.rows import IntegrationRow
 from worker import store
 from worker.context import Context, IntegrationRecord
 from worker.errors import IntegrationError, field_errors
@@ -87,6 +88,26 @@ def _integration(runtime: Runtime, type_: str) -> Integration:
     return integration
 
 
+async def owned_row(runtime: Runtime, integration_id: str, team_id: str | None) -> IntegrationRow:
+    """The team's integration row; 404 when there is none (or it is another team's)."""
+    rows = await store.integrations_for(runtime.pool, [integration_id], [], [])
+    if not rows or rows[0].team_id != team_id:
+        raise InstallError(404, "no such integration for this team")
+    return rows[0]
+
+
+def readable(runtime: Runtime, row: IntegrationRow) -> IntegrationRecord:
+    """The row with its config; 409 when the config cannot be read any more (its key was dropped
+    from IW_SECRET_KEYS, its model changed): installing it again with a whole config, or
+    uninstalling it with force, still works."""
+    try:
+        return runtime.record(row)
+    except IntegrationError as exc:
+        raise InstallError(
+            409, f"{redact(str(exc))}; install it again with a whole config, or uninstall it with force"
+        ) from None
+
+
 def _context(
     runtime: Runtime,
     type_: str,
@@ -145,7 +166,12 @@ async def install(
         raise InstallError(409, f"this {integration.name} account is already installed by another team")
     if updating is not None and (existing is None or existing.id != updating):
         raise InstallError(409, f"the config names another {integration.name} account: install that one instead")
-    previous = runtime.record(existing) if existing is not None else None
+    previous = None
+    if existing is not None:
+        try:
+            previous = readable(runtime, existing)
+        except InstallError as exc:  # installing again is how an unreadable config is replaced
+            get_logger(component="install").warning("replacing an unreadable config", reason=exc.message)
     ctx = _context(runtime, request.type, request.team_id, previous, config=config, action="install")
     await _hook(integration.lifecycle.validate, ctx, "the service refused the config")
     await _hook(integration.lifecycle.pre_install, ctx, "pre-install failed")
@@ -222,9 +248,7 @@ async def update(
 ) -> IntegrationRecord:
     """Reconfigure: the stored config with these top-level fields replaced (a secret sent back as
     "[set]", as reads show it, is kept), validated and applied like an install."""
-    record = await runtime.integration(None, integration_id)
-    if record is None or record.team_id != team_id:
-        raise InstallError(404, "no such integration for this team")
+    record = readable(runtime, await owned_row(runtime, integration_id, team_id))
     integration = _integration(runtime, record.type)
     config = revealed_config(record.config)
     config.update({key: value for key, value in changes.items() if value != SET})
@@ -240,34 +264,40 @@ async def update(
 async def uninstall(
     runtime: Runtime, integration_id: str, team_id: str, *, source: str = "cli", force: bool = False
 ) -> None:
-    """`force`: uninstall even when pre_uninstall fails (the service is gone, the token revoked);
-    what it could not stop or revoke is logged."""
-    record = await runtime.integration(None, integration_id)
-    if record is None or record.team_id != team_id:
-        raise InstallError(404, "no such integration for this team")
-    integration = _integration(runtime, record.type)
-    ctx = _context(runtime, record.type, team_id, record, config=record.config, action="uninstall")
+    """`force`: uninstall even when pre_uninstall fails (the service is gone, the token revoked) or
+    the config cannot be read (pre_uninstall cannot run); what was not stopped or revoked is logged."""
+    log = get_logger(component="install")
+    row = await owned_row(runtime, integration_id, team_id)
+    integration = _integration(runtime, row.type)
     try:
-        await _hook(integration.lifecycle.pre_uninstall, ctx, "pre-uninstall failed")
+        record = readable(runtime, row)
+        hook = integration.lifecycle.pre_uninstall
+    except InstallError as exc:
+        if not force:
+            raise
+        log.warning("config unreadable; uninstalled without pre-uninstall (force)", id=row.id, reason=exc.message)
+        record = IntegrationRecord(row, integration.config.model_construct())  # no hook reads it
+        hook = None
+    ctx = _context(runtime, row.type, team_id, record, config=record.config, action="uninstall")
+    try:
+        await _hook(hook, ctx, "pre-uninstall failed")
     except InstallError as exc:
         if not force:
             raise
         ctx.staged.writes.clear()
-        get_logger(component="install").warning(
-            "pre-uninstall failed; uninstalling anyway (force)", integration_id=record.id, reason=exc.message
-        )
-    ctx.emit(IntegrationUninstalled(integration_id=record.id, type=record.type, team_id=team_id))
+        log.warning("pre-uninstall failed; uninstalling anyway (force)", integration_id=row.id, reason=exc.message)
+    ctx.emit(IntegrationUninstalled(integration_id=row.id, type=row.type, team_id=team_id))
     ctx.staged.logs.clear()  # the rows go with the integration
 
     async def delete_row() -> set[str]:
         async with runtime.pool.acquire() as conn, conn.transaction():
             await store.run_writes(conn, ctx.staged.writes)
-            await conn.execute("DELETE FROM integrations WHERE id = $1", record.id)
+            await conn.execute("DELETE FROM integrations WHERE id = $1", row.id)
             return await store.insert_outbox(conn, ctx.staged.outbox)
 
     written = await _retrying(delete_row)
     await runtime.publish_outbox([item for item in ctx.staged.outbox if item.id in written])
-    get_logger(component="install").info("uninstalled", integration_id=record.id, type=record.type, source=source)
+    log.info("uninstalled", integration_id=row.id, type=row.type, source=source)
 
 
 _CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)

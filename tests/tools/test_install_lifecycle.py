@@ -315,3 +315,42 @@ async def test_a_parked_install_command_shows_no_secret_but_replays_whole(
     [again] = await eventually(lambda: dead.list_parked(runtime.broker, None))
     assert again.envelope is not None and again.envelope["payload"]["config"] == {"botToken": UNKNOWN_BOT}
     assert "Telegram refused the bot token" in again.error
+
+
+async def test_an_integration_whose_config_cannot_be_read_can_be_seen_reinstalled_and_removed(
+    runtime: Runtime, admin: httpx.AsyncClient, results: Results, telegram: FakeTelegramState
+) -> None:
+    created = (
+        await admin.post("/integrations", json={"type": "telegram", "team_id": TEAM, "config": {"botToken": BOT_TOKEN}})
+    ).json()
+    # sealed with a key since dropped from IW_SECRET_KEYS
+    await runtime.pool.execute(
+        """UPDATE integrations SET config = jsonb_set(config, '{botToken}', '"enc:v1:gAAAAABnot-our-key"'),
+           updated_at = now() WHERE id = $1""",
+        created["id"],
+    )
+
+    one = await admin.get(f"/integrations/{created['id']}", params={"team_id": TEAM})
+    changed = await admin.patch(f"/integrations/{created['id']}", json={"team_id": TEAM, "config": {}})
+    refused = await admin.delete(f"/integrations/{created['id']}", params={"team_id": TEAM})
+
+    assert one.status_code == 200 and one.json()["status"] == "active" and "error" in one.json()
+    assert changed.status_code == 409 and "install it again with a whole config" in changed.json()["error"]
+    assert refused.status_code == 409 and "uninstall it with force" in refused.json()["error"]
+
+    again = await admin.post(
+        "/integrations", json={"type": "telegram", "team_id": TEAM, "config": {"botToken": BOT_TOKEN}}
+    )
+    assert again.status_code == 200 and again.json()["id"] == created["id"]  # the config replaced
+    assert (await admin.get(f"/integrations/{created['id']}", params={"team_id": TEAM})).json()["config"] == {
+        "botToken": "[set]"
+    }
+
+    await runtime.pool.execute(
+        'UPDATE integrations SET config = \'{"botToken": "enc:v1:gAAAAABnot-our-key"}\', updated_at = now()'
+    )
+    forced = await admin.delete(f"/integrations/{created['id']}", params={"team_id": TEAM, "force": "true"})
+    assert forced.status_code == 200
+    assert await runtime.pool.fetchval("SELECT count(*) FROM integrations") == 0
+    [uninstalled] = await results.wait_for("integration.uninstalled")
+    assert uninstalled["integration_id"] == created["id"]
