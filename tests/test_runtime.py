@@ -181,3 +181,30 @@ async def test_an_event_emitted_once_per_key_is_published_once_across_messages(p
         await asyncio.sleep(0.3)
     assert len(received.items) == 4
     assert sorted(e["data"]["key"] for e in events) == ["own-0", "own-1", "own-2", "shared"]
+
+
+async def test_a_reply_whose_caller_is_gone_does_not_send_committed_events_again(probe_runtime: Runtime) -> None:
+    record = await probe_runtime.integration(
+        "probe", str(await probe_runtime.pool.fetchval("SELECT id FROM integrations"))
+    )
+    received = Results()
+    connection = await aio_pika.connect(probe_runtime.settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(probe_runtime.topology.results, "#")
+        await queue.consume(received.on_message)
+        staged = Staged()
+        envelope = Envelope(id="gone-caller", type="probe", kind="command", name="write")
+        ctx = probe_runtime.context(
+            envelope, record, log=get_logger(), staged=staged, reply_to="amq.gen-a-caller-long-gone", correlation_id="c"
+        )
+        ctx.emit(ProbeWritten(key="k", value=1))
+        ctx.reply({"ok": True})
+        await probe_runtime.commit(staged)
+
+        await received.wait_for("probe.written")
+        # the event went out and the reply had nowhere to go: nothing is left for the relay to send again
+        assert await probe_runtime.pool.fetchval("SELECT count(*) FROM outbox") == 0
+        await asyncio.sleep(0.3)
+    assert len(received.of("probe.written")) == 1

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -234,10 +234,6 @@ class Broker:
             raise BrokerUnavailable(f"publish failed: {type(exc).__name__}") from exc
         if not isinstance(confirmation, Basic.Ack):
             raise BrokerUnavailable(f"broker refused the message ({type(confirmation).__name__})")
-
-    async def publish_many(self, items: Sequence[tuple[str, str, bytes, str | None]]) -> None:
-        """Publish (exchange, routing key, body, message id) items, confirms pipelined."""
-        await asyncio.gather(*(self.publish(x, k, b, message_id=i) for x, k, b, i in items))
 
     async def close(self) -> None:
         if self._connection is not None:

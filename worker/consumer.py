@@ -42,7 +42,7 @@ from schemas.envelope import Envelope
 from schemas.rows import IntegrationRow
 from worker import action_results, store
 from worker.acks import Acks
-from worker.broker import BrokerUnavailable
+from worker.broker import BrokerUnavailable, Unroutable
 from worker.context import IntegrationRecord, LogEntry, OutboxItem, Staged
 from worker.db import Conn
 from worker.errors import DB_ERRORS, Failure, PermanentError, _validation_summary, classify
@@ -735,10 +735,12 @@ class Worker:
                                 correlation_id=record["correlation_id"],
                             )
                             published.append(record["id"])
-                        except BrokerUnavailable as exc:
-                            if record["exchange"] == "" and "no queue" in str(exc):
+                        except Unroutable:
+                            if record["exchange"] == "":
                                 published.append(record["id"])  # the caller is gone; nobody to answer
                                 continue
+                            break
+                        except BrokerUnavailable:
                             break
                     await store.delete_outbox(conn, published)
                     self.log.info("outbox relayed", count=len(published))

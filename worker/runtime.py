@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from typing import Any
 
@@ -15,7 +16,7 @@ from structlog.typing import FilteringBoundLogger
 from schemas.envelope import Envelope
 from schemas.rows import IntegrationRow
 from worker import migrations, store
-from worker.broker import Broker, BrokerUnavailable, Topology
+from worker.broker import Broker, Topology, Unroutable
 from worker.cache import TTLCache
 from worker.context import BackgroundContext, Context, IngressContext, IntegrationRecord, OutboxItem, Staged
 from worker.db import Conn, create_pool
@@ -23,7 +24,7 @@ from worker.errors import PermanentError, _validation_summary
 from worker.integration import InstallRejected, Registry
 from worker.logging import get_logger
 from worker.reads import ReadBatcher
-from worker.redact import register_secret
+from worker.redact import redact, register_secret
 from worker.secrets import SecretBox, SecretDecryptError
 from worker.settings import Settings
 from worker.tokens import LinkTokens, TokenStore
@@ -233,27 +234,35 @@ class Runtime:
         return written
 
     async def publish_outbox(self, items: list[OutboxItem]) -> bool:
-        """Publish committed outbox items and delete them; False leaves them for the relay."""
+        """Publish committed outbox items (confirms pipelined) and delete those the broker took;
+        False when some are left for the relay. A reply whose caller is gone (its queue deleted:
+        the broker returns it) is done, not retried: nobody is left to answer."""
         if not items:
             return True
-        try:
-            await self.broker.publish_many(
-                [(i.exchange, i.routing_key, i.body, i.id) for i in items if not i.correlation_id]
-            )
-            for item in items:
-                if item.correlation_id:
-                    await self.broker.publish(
-                        "",
-                        item.routing_key,
-                        item.body,
-                        message_id=item.id,
-                        correlation_id=item.correlation_id,
-                    )
-        except BrokerUnavailable as exc:
-            self.log.warning("result events left in the outbox for the relay", error=str(exc), count=len(items))
-            return False
-        await store.delete_outbox(self.pool, [i.id for i in items])
-        return True
+        outcomes = await asyncio.gather(
+            *(
+                self.broker.publish(i.exchange, i.routing_key, i.body, message_id=i.id, correlation_id=i.correlation_id)
+                for i in items
+            ),
+            return_exceptions=True,
+        )
+        done = [i.id for i, outcome in zip(items, outcomes, strict=True) if outcome is None or caller_gone(i, outcome)]
+        if done:
+            await store.delete_outbox(self.pool, done)
+        if len(done) == len(items):
+            return True
+        errors = {f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException)}
+        self.log.warning(
+            "result events left in the outbox for the relay",
+            error=redact("; ".join(sorted(errors))),
+            count=len(items) - len(done),
+        )
+        return False
+
+
+def caller_gone(item: OutboxItem, outcome: object) -> bool:
+    """A reply (default exchange) the broker returned: the caller's queue is gone."""
+    return item.exchange == "" and isinstance(outcome, Unroutable)
 
 
 def _register_secret_fields(model: BaseSettings) -> None:
