@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -14,7 +15,7 @@ from schemas.envelope import Envelope
 from tests.conftest import Results, eventually, queue_depth, teardown
 from tests.helpers import cli, publish
 from tests.support.probe import PROBE_REGISTRY, ProbeWritten
-from worker import migrations
+from worker import dead, migrations, store
 from worker.consumer import Worker
 from worker.context import Staged
 from worker.install import InstallRequest, install
@@ -208,3 +209,37 @@ async def test_a_reply_whose_caller_is_gone_does_not_send_committed_events_again
         assert await probe_runtime.pool.fetchval("SELECT count(*) FROM outbox") == 0
         await asyncio.sleep(0.3)
     assert len(received.of("probe.written")) == 1
+
+
+async def test_a_dispatch_bug_returns_only_what_it_had_not_handed_over(
+    probe_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection = await aio_pika.connect(probe_runtime.settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(probe_runtime.topology.incoming)
+        await exchange.publish(aio_pika.Message(b"{not json", message_id="poison-2"), "probe.command.write")
+    good = await publish(probe_runtime, "probe", "command", "write", {"key": "k", "value": 1}, team_id=TEAM)
+    real = store.integrations_for
+    calls = 0
+
+    async def fails_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in the dispatcher")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "integrations_for", fails_once)
+    worker = Worker(probe_runtime)
+    await worker.start()  # both arrive in one group: the poison is handed over, then the lookup fails
+    try:
+        await eventually(lambda: probe_runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", good.id))
+        await eventually(lambda: dead.list_parked(probe_runtime.broker, None))
+        await asyncio.sleep(0.5)
+        parked = await dead.list_parked(probe_runtime.broker, None)
+        assert calls >= 2
+    finally:
+        await worker.stop()
+    assert [p.id for p in parked] == ["poison-2"]  # parked once: not also sent back to be parked again
+    assert await probe_runtime.pool.fetchval("SELECT count(*) FROM probe_rows") == 1

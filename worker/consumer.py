@@ -104,6 +104,8 @@ class Delivery:
     staged: Staged = field(default_factory=Staged)
     handler_seconds: float = 0.0
     owns_inflight: bool = False
+    spawned: bool = False  # handed to a task of its own, which finishes it
+    settled: bool = False  # acknowledged or rejected: finishing it again does nothing
 
 
 @dataclass
@@ -267,7 +269,8 @@ class Worker:
                 except Exception:  # a bug here must not stop the worker; the messages are redelivered
                     self.log.exception("dispatch failed; messages will be redelivered")
                     for delivery in group:
-                        await self._finish(delivery, None, requeue=True)
+                        if not delivery.spawned:  # those handed over finish on their own
+                            await self._finish(delivery, None, requeue=True)
 
     async def _dispatch(self, group: list[Delivery]) -> None:
         ready: list[Delivery] = []
@@ -542,7 +545,10 @@ class Worker:
     async def _finish(
         self, delivery: Delivery, outcome: Outcome | None, *, requeue: bool = False, flush: bool = True, **fields: Any
     ) -> None:
-        """Acknowledge (or, for requeue, reject back to the queue), count, and log one line."""
+        """Acknowledge (or, for requeue, reject back to the queue), count, and log one line; once."""
+        if delivery.settled:
+            return
+        delivery.settled = True
         envelope = delivery.envelope
         try:
             await self._settle(delivery.message, requeue=requeue, flush=flush)
@@ -648,7 +654,10 @@ class Worker:
                     handler_ms=round(item.delivery.handler_seconds * 1000, 2),
                     events=len(item.delivery.staged.outbox),
                 )
-        await self._acks.flush()
+        try:
+            await self._acks.flush()
+        except Exception as exc:  # a channel closing: the broker redelivers, the inbox dedups
+            self.log.warning("acknowledgements not delivered; the broker will redeliver", error=type(exc).__name__)
 
     async def _apply(self, conn: Conn, batch: list[_Done], written: set[str]) -> set[int]:
         """Inbox ids, staged writes, outbox and log rows of the batch; returns the items that raced
@@ -789,6 +798,7 @@ class Worker:
                 self.log.exception("internal error; message returned to the queue", event_id=_event_id(delivery))
                 await self._finish(delivery, None, requeue=True)
 
+        delivery.spawned = True
         task = asyncio.create_task(guarded())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
