@@ -95,11 +95,14 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
     def denied(request: Request) -> Response | None:
         return require_bearer(request, runtime.settings.admin_token, "admin")
 
+    catalog_body = {  # the registry does not change once loaded: built once
+        "integrations": [item for item in contract.catalog(runtime.registry) if item["type"] != PLATFORM.type]
+    }
+
     async def catalog(request: Request) -> Response:
         if (refused := denied(request)) is not None:
             return refused
-        items = [item for item in contract.catalog(runtime.registry) if item["type"] != PLATFORM.type]
-        return json_response({"integrations": items})
+        return json_response(catalog_body)
 
     async def list_installed(request: Request) -> Response:
         if (refused := denied(request)) is not None:

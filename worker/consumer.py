@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
-import orjson
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
@@ -839,7 +838,3 @@ def _log_entry(
         None,
         round(delivery.handler_seconds * 1000),
     )
-
-
-def dumps(value: Any) -> bytes:
-    return orjson.dumps(value)

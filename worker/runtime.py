@@ -156,7 +156,7 @@ class Runtime:
             pool=self.pool,
             http=self.http,
             secrets=self.secrets,
-            cache=self.caches.setdefault(envelope.type, TTLCache()),
+            cache=self._cache(envelope.type),
             log=log,
             staged=staged,
             results_exchange=self.topology.results,
@@ -169,6 +169,13 @@ class Runtime:
             tokens=LinkTokens(self.tokens, record.team_id if record is not None else envelope.team_id, envelope),
         )
 
+    def _cache(self, type_: str) -> TTLCache:
+        """The type's cache (every registered type has one from the start; no throwaway per message)."""
+        cache = self.caches.get(type_)
+        if cache is None:
+            cache = self.caches[type_] = TTLCache()
+        return cache
+
     def ingress_context(self, type_: str) -> IngressContext:
         return IngressContext(
             type_=type_,
@@ -177,7 +184,7 @@ class Runtime:
             pool=self._pool,
             http=self.http,
             secrets=self.secrets,
-            cache=self.caches.setdefault(type_, TTLCache()),
+            cache=self._cache(type_),
             log=get_logger(type=type_),
             load_integration=self.integration,
             tokens=LinkTokens(self.tokens, None, None),
@@ -205,7 +212,7 @@ class Runtime:
             pool=self.pool,
             http=self.http,
             secrets=self.secrets,
-            cache=self.caches.setdefault(type_, TTLCache()),
+            cache=self._cache(type_),
             log=get_logger(type=type_, integration_id=record.id if record else None),
             publish=self.publish_envelope,
         )

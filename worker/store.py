@@ -36,10 +36,15 @@ async def integrations_for(
     external: Sequence[tuple[str, str]],
     by_team: Sequence[tuple[str, str]],
 ) -> list[IntegrationRow]:
-    """Integrations by id, by (type, external team id) and by (type, team id), in one round trip."""
+    """Integrations by id, by (type, external team id) and by (type, team id), in one round trip.
+    A group of messages names the same integration many times: each key is asked, and each row
+    read, once."""
+    ids = list(dict.fromkeys(ids))
+    external = list(dict.fromkeys(external))
+    by_team = list(dict.fromkeys(by_team))
     records = await conn.fetch(
         _INTEGRATIONS_FOR,
-        list(ids),
+        ids,
         [t for t, _ in external],
         [e for _, e in external],
         [t for t, _ in by_team],
@@ -47,7 +52,8 @@ async def integrations_for(
     )
     seen: dict[str, IntegrationRow] = {}
     for record in records:
-        seen.setdefault(record["id"], integration_row(record))
+        if record["id"] not in seen:
+            seen[record["id"]] = integration_row(record)
     return list(seen.values())
 
 

@@ -16,13 +16,15 @@ idempotency key): the same key again answers the first result without running an
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import JsonSchemaMode
 
 from schemas.envelope import Envelope
 from schemas.tools import SOURCE_HEADER, USER_HEADER, ToolReply
@@ -54,16 +56,28 @@ class ToolDef:
         return f"{self.integration.name}: {self.action.description}"
 
     def input_schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = self.action.input.model_json_schema()
-        return schema
+        """Shared: copy before changing it."""
+        return _json_schema(self.action.input, "validation")
 
     def output_schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = self.action.output.model_json_schema(mode="serialization")
-        return schema
+        return _json_schema(self.action.output, "serialization")
 
 
+_SCHEMAS: dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]] = {}
+
+
+def _json_schema(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+    """A model's JSON Schema, built once per process (pydantic builds it anew on every call)."""
+    schema = _SCHEMAS.get((model, mode))
+    if schema is None:
+        schema = _SCHEMAS[(model, mode)] = model.model_json_schema(mode=mode)
+    return schema
+
+
+@functools.lru_cache(maxsize=16)
 def tool_defs(registry: Registry) -> dict[str, ToolDef]:
-    """Every tool the registry declares, by name (the built-in platform type has none for agents)."""
+    """Every tool the registry declares, by name (the built-in platform type has none for agents);
+    built once per registry (it does not change once loaded)."""
     return {
         tool_name(integration.type, action.name): ToolDef(tool_name(integration.type, action.name), integration, action)
         for integration in registry
@@ -258,11 +272,11 @@ async def execute(
     """Answer from the stored result when this call id ran before; else publish the command and
     wait for the worker's answer (`pending` after `wait_seconds`)."""
     kept = await action_results.get(runtime.pool, call.call_id)
-    if kept is not None and kept.team_id == call.team_id and kept.other_input(call.arguments):
-        raise ToolCallError(409, "this idempotency key was used for a call with other input")
-    stored = await stored_outcome(runtime, call.call_id, call.team_id)
-    if stored is not None and stored.status != "failed":
-        return stored
+    if kept is not None and kept.team_id == call.team_id:
+        if kept.other_input(call.arguments):
+            raise ToolCallError(409, "this idempotency key was used for a call with other input")
+        if kept.status != "failed":
+            return CallOutcome(call.call_id, kept.status, kept.reply)
     definition = call.tool.definition
     headers = {SOURCE_HEADER: source}
     if call.user_id:

@@ -11,6 +11,7 @@ are permanent, with the server's words in the reason.
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
@@ -23,9 +24,15 @@ from worker.redact import redact
 
 
 def tls_context(settings: SmtpSettings) -> ssl.SSLContext:
+    """One per CA file for the process: building one loads the system's CA store."""
+    return _tls_context(str(settings.ca_file) if settings.ca_file is not None else None)
+
+
+@functools.cache
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context()
-    if settings.ca_file is not None:
-        context.load_verify_locations(cafile=str(settings.ca_file))
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
     return context
 
 
