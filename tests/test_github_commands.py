@@ -85,6 +85,7 @@ async def test_a_provider_refusal_is_parked_at_once(
         )
     )
     assert "HTTP 422" in log["message"]
+    assert log["message"].endswith("-> HTTP 422: injected failure")  # GitHub's own words say why
     assert log["details"]["attempts"] == 1
     assert github.comment_attempts == 1
 

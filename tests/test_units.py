@@ -15,7 +15,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from schemas.envelope import Envelope, InvalidEnvelope, encode_webhook
 from worker import signing
 from worker.consumer import Worker
-from worker.errors import TransientError, classify, parse_retry_after
+from worker.errors import TransientError, classify, classify_response, parse_retry_after
 from worker.install import InstallError, _retrying
 from worker.integration import Action, Handler, Integration, Registry, RegistryError
 from worker.outbound import ProviderError, call
@@ -239,3 +239,21 @@ async def test_install_transactions_are_retried_when_postgresql_breaks_a_deadloc
     with pytest.raises(InstallError) as refused:
         await _retrying(always, attempts=2)
     assert refused.value.status == 503
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"message": "Validation Failed", "errors": []}, "Validation Failed"),  # GitHub, Mattermost
+        ({"error": {"code": 400, "message": "Invalid start time."}}, "Invalid start time."),  # Google
+        ({"error": "invalid_grant", "error_description": "Token has been expired or revoked."}, "Token has been"),
+        ({"error": "invalid_grant"}, "invalid_grant"),
+        ({"message": "bad token ghp_abcdefghijklmnopqrstuvwxyz0123"}, "bad token [redacted]"),
+    ],
+)
+def test_a_provider_refusal_says_why_in_the_providers_words(body: dict[str, Any], said: str) -> None:
+    request = httpx.Request("POST", "https://api.example.com/v1/things?access_token=secret-value")
+    failure = classify_response(httpx.Response(400, json=body, request=request))
+    assert failure is not None and failure.kind == "permanent"
+    assert failure.reason.startswith(f"POST https://api.example.com/v1/things -> HTTP 400: {said}")
+    assert "secret-value" not in failure.reason and "ghp_abc" not in failure.reason

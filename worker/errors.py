@@ -66,7 +66,33 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def _http_reason(response: httpx.Response) -> str:
-    return f"{response.request.method} {response.request.url.copy_with(query=None)} -> HTTP {response.status_code}"
+    """`METHOD url -> HTTP status: the provider's own words`, redacted, so whoever reads a parked
+    message or a failed tool call learns why (GitHub's 422, Google's 400), not only that."""
+    reason = f"{response.request.method} {response.request.url.copy_with(query=None)} -> HTTP {response.status_code}"
+    said = provider_message(response)
+    return redact(f"{reason}: {said}" if said else reason)
+
+
+def provider_message(response: httpx.Response) -> str | None:
+    """The explanation in an error body, in the shapes providers use: `message` (GitHub,
+    Mattermost), `error.message` (Google), `error_description` / `error` (OAuth), `description`."""
+    try:
+        body = response.json()
+    except (ValueError, httpx.ResponseNotRead):
+        return None
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    for said in (
+        body.get("message"),
+        error.get("message") if isinstance(error, dict) else None,
+        body.get("error_description"),
+        body.get("description"),
+        error,
+    ):
+        if isinstance(said, str) and said.strip():
+            return " ".join(said.split())[:300]
+    return None
 
 
 def classify_response(response: httpx.Response) -> Failure | None:
