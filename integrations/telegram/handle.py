@@ -34,6 +34,7 @@ class Message(BaseModel):
     chat: Chat
     date: int
     text: str | None = None
+    caption: str | None = None  # the text of a photo, document or voice message
     author: User | None = Field(default=None, alias="from")
 
 
@@ -47,9 +48,11 @@ class MessageUpdate(BaseModel):
 async def on_message(ctx: Context) -> None:
     message = ctx.payload_as(MessageUpdate).message
     author = message.author
-    if not message.text or (author is not None and author.is_bot):
-        return  # photos without a caption, service messages, other bots (our own replies)
-    text = message.text.strip()
+    text = (message.text or message.caption or "").strip()
+    if not text or (author is not None and author.is_bot):
+        # photos without a caption, service messages, other bots (our own replies)
+        ctx.log.info("telegram message skipped", reason="a bot's" if text else "no text")
+        return
     ctx.emit(
         TaskIntake(
             source="telegram",

@@ -12,6 +12,7 @@ from integrations.telegram.verify import webhook_secret
 from tests.conftest import TEAM, Results, eventually, queue_depth
 from tests.fakes.telegram import FakeTelegramState
 from tests.tools.conftest import BOT_TOKEN, CHAT
+from worker import dead
 from worker.consumer import Worker
 from worker.redact import redact
 from worker.runtime import Runtime
@@ -99,3 +100,22 @@ def test_bot_tokens_never_reach_logs_or_errors() -> None:
 
 async def _drained(runtime: Runtime) -> bool:
     return await queue_depth(runtime, runtime.topology.queue("telegram")) == 0
+
+
+async def test_a_photo_with_a_caption_is_taken_in_and_blank_text_is_skipped_not_parked(
+    runtime: Runtime, worker: Worker, ingress: httpx.AsyncClient, results: Results, telegram_integration: Any
+) -> None:
+    path = f"/webhooks/telegram/{telegram_integration.id}"
+    headers = secret_for(runtime, telegram_integration.id)
+    photo = update(3, "")
+    del photo["message"]["text"]
+    photo["message"] |= {"photo": [{"file_id": "f1", "width": 90, "height": 90}], "caption": "This is broken"}
+
+    for body in (photo, update(4, "   \n ")):
+        assert (await ingress.post(path, content=orjson.dumps(body), headers=headers)).status_code == 202
+    [intake] = await results.wait_for("task.intake")
+    await eventually(lambda: _drained(runtime))
+    await worker.wait_idle()
+    assert intake["data"]["title"] == "This is broken" and intake["data"]["source_id"] == f"{CHAT}:103"
+    assert len(results.of("task.intake")) == 1
+    assert await dead.list_parked(runtime.broker, None) == []
