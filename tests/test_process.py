@@ -114,3 +114,28 @@ async def test_run_serves_webhooks_and_handles_them_in_one_process(
     finally:
         if process.poll() is None:
             process.kill()
+
+
+async def test_sigterm_stops_a_process_still_waiting_for_the_database(env: dict[str, str]) -> None:
+    nowhere = f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres"  # nothing listens there
+    process = spawn_worker({**env, "IW_DATABASE_URL": nowhere})
+    output = ""
+
+    async def retrying() -> None:
+        nonlocal output
+        assert process.stdout is not None
+        while "database not ready, retrying" not in output:
+            line = await asyncio.to_thread(process.stdout.readline)
+            assert line, f"exited early: {output}"
+            output += line
+
+    try:
+        await asyncio.wait_for(retrying(), timeout=20)
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 15)
+        output += process.stdout.read() if process.stdout else ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, output
+    assert "stopped before start-up finished" in output

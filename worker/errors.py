@@ -119,9 +119,6 @@ DB_ERRORS: tuple[type[Exception], ...] = (*DB_UNAVAILABLE, asyncpg.PostgresError
 
 _DB_TRANSIENT: tuple[type[Exception], ...] = (
     *DB_UNAVAILABLE,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.SerializationError,
@@ -144,7 +141,7 @@ def classify(exc: BaseException) -> Failure:
         return Failure("transient", f"network error: {type(exc).__name__}: {redact(str(exc))}")
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return Failure("transient", "timed out")
-    if isinstance(exc, (*_DB_TRANSIENT, ConnectionError, OSError)):
+    if isinstance(exc, _DB_TRANSIENT):  # OSError (ConnectionError too) is in DB_UNAVAILABLE
         return Failure("transient", f"database or network unavailable: {type(exc).__name__}: {redact(str(exc))}")
     if isinstance(exc, ValidationError):
         return Failure("permanent", f"invalid input: {_validation_summary(exc)}")

@@ -8,9 +8,11 @@ import gc
 import signal
 from collections.abc import Sequence
 
+import asyncpg
 import prometheus_client
 
 from worker.consumer import Worker
+from worker.errors import DB_UNAVAILABLE
 from worker.integration import Registry
 from worker.logging import get_logger
 from worker.runtime import Runtime
@@ -34,7 +36,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await _start_with_retry(runtime, log)
+    if not await _start_unless_stopped(runtime, stop):
+        log.info("stopped before start-up finished")
+        await runtime.stop()
+        return
     app = None
     if ingress:
         # imported only here: the ingress (Starlette, uvicorn, the MCP server) would cost a
@@ -86,15 +91,37 @@ async def serve(
         log.info("stopped")
 
 
-async def _start_with_retry(runtime: Runtime, log: object) -> None:
+async def _start_unless_stopped(runtime: Runtime, stop: asyncio.Event) -> bool:
+    """Start, waiting for PostgreSQL and RabbitMQ to come up; False when SIGTERM came first."""
+    starting = asyncio.create_task(_start_with_retry(runtime))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        return False
+    starting.result()  # a start-up error that waiting does not cure ends the process, with its reason
+    return True
+
+
+# PostgreSQL not reachable yet, or up but still starting (CannotConnectNowError), or full.
+_NOT_READY: tuple[type[Exception], ...] = (
+    *DB_UNAVAILABLE,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+async def _start_with_retry(runtime: Runtime) -> None:
+    log = get_logger(component="process")
     delay = 0.5
     while True:
         try:
             await runtime.start()
             return
-        except (OSError, ConnectionError) as exc:
-            get_logger(component="process").warning(
-                "database not reachable, retrying", error=type(exc).__name__, retry_in=delay
-            )
+        except _NOT_READY as exc:
+            log.warning("database not ready, retrying", error=type(exc).__name__, retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(10.0, delay * 2)

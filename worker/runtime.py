@@ -81,15 +81,22 @@ class Runtime:
         return self._pool
 
     async def start(self, *, migrate: bool = True, broker: bool = True, wait_for_broker: bool = True) -> None:
+        """Pool, migrations, broker. A start that fails (or is cancelled) closes the pool it made,
+        so starting again does not leak one."""
         self._pool = await create_pool(self.settings)
-        self.reads = ReadBatcher(self._pool)
-        if migrate:
-            await self.migrate()
-        if broker:
-            if wait_for_broker:
-                await self.broker.connect_with_retry()
-            else:
-                await self.broker.connect()
+        try:
+            self.reads = ReadBatcher(self._pool)
+            if migrate:
+                await self.migrate()
+            if broker:
+                if wait_for_broker:
+                    await self.broker.connect_with_retry()
+                else:
+                    await self.broker.connect()
+        except BaseException:
+            await self._pool.close()
+            self._pool = None
+            raise
 
     async def migrate(self) -> list[migrations.Migration]:
         pending = migrations.all_migrations(self.registry.migration_dirs())
