@@ -17,10 +17,9 @@ returns a secret.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -28,8 +27,7 @@ from starlette.routing import BaseRoute, Route
 from schemas.rows import IntegrationRow
 from worker import contract, store
 from worker.context import IntegrationRecord
-from worker.errors import field_errors
-from worker.http_answers import error, json_response, require_bearer
+from worker.http_answers import error, json_response, parse_body, require_bearer
 from worker.install import (
     InstallError,
     InstallRequest,
@@ -42,8 +40,6 @@ from worker.install import (
 )
 from worker.platform import PLATFORM
 from worker.runtime import Runtime
-
-M = TypeVar("M", bound=BaseModel)
 
 _TEAM_INTEGRATIONS = (
     f"SELECT {store.INTEGRATION_COLUMNS} FROM integrations WHERE team_id = $1 ORDER BY type, created_at"  # noqa: S608
@@ -125,7 +121,7 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
     async def create(request: Request) -> Response:
         if (refused := denied(request)) is not None:
             return refused
-        body = await _body(request, InstallBody)
+        body = await parse_body(request, InstallBody)
         if isinstance(body, Response):
             return body
         try:
@@ -147,7 +143,7 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
     async def change(request: Request) -> Response:
         if (refused := denied(request)) is not None:
             return refused
-        body = await _body(request, UpdateBody)
+        body = await parse_body(request, UpdateBody)
         if isinstance(body, Response):
             return body
         try:
@@ -179,12 +175,3 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         Route("/integrations/{id}", change, methods=["PATCH"]),
         Route("/integrations/{id}", remove, methods=["DELETE"]),
     ]
-
-
-async def _body(request: Request, model: type[M]) -> M | Response:
-    try:
-        return model.model_validate(orjson.loads(await request.body()))
-    except orjson.JSONDecodeError:
-        return error(400, "body is not JSON")
-    except ValidationError as exc:
-        return error(400, "invalid request", fields=field_errors(exc))

@@ -250,12 +250,22 @@ def _dead(args: argparse.Namespace, settings: Settings, registry: Registry) -> i
     return _with_broker(settings, registry, work)
 
 
-def _install(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
-
+def _json_object(text: str, option: str) -> dict[str, Any] | None:
+    """The option's JSON object, or None after saying what is wrong with it."""
     try:
-        config = json.loads(args.config)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
-        print(f"--config is not JSON: {exc}", file=sys.stderr)
+        print(f"{option} is not JSON: {exc}", file=sys.stderr)
+        return None
+    if not isinstance(value, dict):
+        print(f"{option} must be a JSON object", file=sys.stderr)
+        return None
+    return value
+
+
+def _install(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+    config = _json_object(args.config, "--config")
+    if config is None:
         return 2
 
     async def go() -> int:
@@ -286,13 +296,8 @@ def _install(args: argparse.Namespace, settings: Settings, registry: Registry) -
 
 
 def _update(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
-    try:
-        changes = json.loads(args.config)
-    except json.JSONDecodeError as exc:
-        print(f"--config is not JSON: {exc}", file=sys.stderr)
-        return 2
-    if not isinstance(changes, dict):
-        print("--config must be a JSON object", file=sys.stderr)
+    changes = _json_object(args.config, "--config")
+    if changes is None:
         return 2
 
     async def go() -> int:
@@ -368,13 +373,8 @@ def _call(args: argparse.Namespace, settings: Settings, registry: Registry) -> i
     if not args.team:
         print("--team is required", file=sys.stderr)
         return 2
-    try:
-        arguments = json.loads(args.input)
-    except json.JSONDecodeError as exc:
-        print(f"--input is not JSON: {exc}", file=sys.stderr)
-        return 2
-    if not isinstance(arguments, dict):
-        print("--input must be a JSON object", file=sys.stderr)
+    arguments = _json_object(args.input, "--input")
+    if arguments is None:
         return 2
 
     async def go() -> int:
@@ -392,7 +392,7 @@ def _call(args: argparse.Namespace, settings: Settings, registry: Registry) -> i
                 wait_seconds=args.timeout,
             )
         except ToolCallError as exc:
-            _print_json({"error": exc.message, **({"fields": exc.fields} if exc.fields else {})})
+            _print_json(exc.as_dict())
             return 1
         except BrokerUnavailable as exc:
             print(f"the broker did not take the call: {exc}", file=sys.stderr)

@@ -1,14 +1,18 @@
-"""Small helpers shared by the HTTP routes: JSON answers and bearer-token checks."""
+"""Small helpers shared by the HTTP routes: JSON answers, request bodies and bearer-token checks."""
 
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+
+from worker.errors import field_errors
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -37,3 +41,13 @@ def require_bearer(request: Request, expected: SecretStr | None, what: str) -> R
     if not bearer_ok(request, expected):
         return error(401, "missing or wrong bearer token")
     return None
+
+
+async def parse_body(request: Request, model: type[M]) -> M | Response:
+    """The JSON body as `model`, else the 400 answer to send (not JSON; per-field errors)."""
+    try:
+        return model.model_validate(orjson.loads(await request.body()))
+    except orjson.JSONDecodeError:
+        return error(400, "body is not JSON")
+    except ValidationError as exc:
+        return error(400, "invalid request", fields=field_errors(exc))

@@ -67,17 +67,27 @@ SET = "[set]"  # what a read shows for a secret that is set; sent back in an upd
 
 def public_config(config: BaseModel) -> dict[str, Any]:
     """A config fit for any read: secret fields are replaced by whether they are set."""
+    return _map_secrets(config, lambda secret: SET if secret.get_secret_value() else None)
 
-    def scrub(value: Any) -> Any:
+
+def revealed_config(config: BaseModel) -> dict[str, Any]:
+    """A stored config as plain values, secrets included: the base an update applies changes to."""
+    return _map_secrets(config, lambda secret: secret.get_secret_value())
+
+
+def _map_secrets(config: BaseModel, show: Callable[[SecretStr], Any]) -> dict[str, Any]:
+    """The config as plain values (aliases as keys), each secret as `show` makes it."""
+
+    def walk(value: Any) -> Any:
         if isinstance(value, SecretStr):
-            return SET if value.get_secret_value() else None
+            return show(value)
         if isinstance(value, dict):
-            return {k: scrub(v) for k, v in value.items()}
+            return {k: walk(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [scrub(v) for v in value]
+            return [walk(v) for v in value]
         return value
 
-    result: dict[str, Any] = scrub(config.model_dump(mode="python", by_alias=True))
+    result: dict[str, Any] = walk(config.model_dump(mode="python", by_alias=True))
     return result
 
 
@@ -130,22 +140,6 @@ async def _hook(hook: Hook | None, ctx: Context, what: str) -> None:
         raise InstallError(422, f"{what}: {redact(str(exc))}") from None
     except (IntegrationError, OSError) as exc:
         raise InstallError(502, f"{what}: {redact(str(exc)) or type(exc).__name__}") from None
-
-
-def revealed_config(config: BaseModel) -> dict[str, Any]:
-    """A stored config as plain values, secrets included: the base an update applies changes to."""
-
-    def reveal(value: Any) -> Any:
-        if isinstance(value, SecretStr):
-            return value.get_secret_value()
-        if isinstance(value, dict):
-            return {k: reveal(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [reveal(v) for v in value]
-        return value
-
-    result: dict[str, Any] = reveal(config.model_dump(mode="python", by_alias=True))
-    return result
 
 
 async def install(

@@ -96,10 +96,7 @@ class McpEndpoint:
                 source="mcp",
             )
         except ToolCallError as exc:
-            body: dict[str, Any] = {"error": exc.message}
-            if exc.fields:
-                body["fields"] = exc.fields
-            return _error(body)
+            return _error(exc.as_dict())
         except BrokerUnavailable:
             return _error({"error": "the service is unavailable; try again later"})
         return _result(outcome)

@@ -183,6 +183,10 @@ class ToolCallError(Exception):
         self.message = message
         self.fields = fields
 
+    def as_dict(self) -> dict[str, Any]:
+        """The answer's body, the same over HTTP, MCP and the CLI."""
+        return {"error": self.message, **({"fields": self.fields} if self.fields else {})}
+
 
 CallStatus = Literal["succeeded", "refused", "failed", "pending"]
 

@@ -11,18 +11,14 @@ GET  /tools/calls/{call_id}?team_id=              the answer of an earlier call 
 from __future__ import annotations
 
 import re
-from typing import Any
 
-import orjson
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from schemas.tools import IDEMPOTENCY_KEY_PATTERN, ToolCallRequest
 from worker.broker import BrokerUnavailable
-from worker.errors import field_errors
-from worker.http_answers import error, json_response, require_bearer
+from worker.http_answers import error, json_response, parse_body, require_bearer
 from worker.tools import CallOutcome, ToolCallError, ToolGateway, render
 
 _KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
@@ -54,13 +50,9 @@ def tool_routes(gateway: ToolGateway) -> list[BaseRoute]:
         refused = require_bearer(request, settings.service_token, "tool")
         if refused is not None:
             return refused
-        try:
-            raw: Any = orjson.loads(await request.body())
-            body = ToolCallRequest.model_validate(raw)
-        except orjson.JSONDecodeError:
-            return error(400, "body is not JSON")
-        except ValidationError as exc:
-            return error(400, "invalid request", fields=field_errors(exc))
+        body = await parse_body(request, ToolCallRequest)
+        if isinstance(body, Response):
+            return body
         key = body.idempotency_key or request.headers.get("idempotency-key")
         if key is not None and not _valid_key(key):
             return error(400, "invalid Idempotency-Key", fields={"idempotency_key": [_KEY_RULE]})
@@ -75,7 +67,7 @@ def tool_routes(gateway: ToolGateway) -> list[BaseRoute]:
                 wait_seconds=body.timeout,
             )
         except ToolCallError as exc:
-            return error(exc.status, exc.message, **({"fields": exc.fields} if exc.fields else {}))
+            return json_response(exc.as_dict(), exc.status)
         except BrokerUnavailable:
             return json_response({"error": "broker unavailable, try again later"}, 503, headers={"Retry-After": "5"})
         return answer(outcome)
