@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 from schemas.rows import IntegrationRow
 from worker import contract, store
 from worker.context import IntegrationRecord
-from worker.http_answers import error, json_response, parse_body, require_bearer
+from worker.http_answers import Endpoint, bearer_only, error, json_response, parse_body
 from worker.install import (
     InstallError,
     InstallRequest,
@@ -88,21 +88,14 @@ def describe_row(runtime: Runtime, row: IntegrationRow) -> dict[str, Any]:
 
 
 def admin_routes(runtime: Runtime) -> list[BaseRoute]:
-    def denied(request: Request) -> Response | None:
-        return require_bearer(request, runtime.settings.admin_token, "admin")
-
     catalog_body = {  # the registry does not change once loaded: built once
         "integrations": [item for item in contract.catalog(runtime.registry) if item["type"] != PLATFORM.type]
     }
 
     async def catalog(request: Request) -> Response:
-        if (refused := denied(request)) is not None:
-            return refused
         return json_response(catalog_body)
 
     async def list_installed(request: Request) -> Response:
-        if (refused := denied(request)) is not None:
-            return refused
         team_id = request.query_params.get("team_id")
         if not team_id:
             return error(400, "team_id is required")
@@ -110,8 +103,6 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         return json_response({"integrations": [describe_row(runtime, row) for row in rows]})
 
     async def get_one(request: Request) -> Response:
-        if (refused := denied(request)) is not None:
-            return refused
         try:
             row = await owned_row(runtime, request.path_params["id"], request.query_params.get("team_id"))
         except InstallError as exc:
@@ -119,8 +110,6 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         return json_response(describe_row(runtime, row))
 
     async def create(request: Request) -> Response:
-        if (refused := denied(request)) is not None:
-            return refused
         body = await parse_body(request, InstallBody)
         if isinstance(body, Response):
             return body
@@ -141,8 +130,6 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         return json_response({**describe(record), "is_new_install": is_new}, 201 if is_new else 200)
 
     async def change(request: Request) -> Response:
-        if (refused := denied(request)) is not None:
-            return refused
         body = await parse_body(request, UpdateBody)
         if isinstance(body, Response):
             return body
@@ -155,8 +142,6 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         return json_response(describe(record))
 
     async def remove(request: Request) -> Response:
-        if (refused := denied(request)) is not None:
-            return refused
         team_id = request.query_params.get("team_id")
         if not team_id:
             return error(400, "team_id is required")
@@ -167,11 +152,14 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
             return json_response(exc.as_dict(), exc.status)
         return json_response({"id": request.path_params["id"], "uninstalled": True})
 
+    def admin(endpoint: Endpoint) -> Endpoint:
+        return bearer_only(runtime.settings.admin_token, "admin", endpoint)
+
     return [
-        Route("/integrations/catalog", catalog, methods=["GET"]),
-        Route("/integrations", list_installed, methods=["GET"]),
-        Route("/integrations", create, methods=["POST"]),
-        Route("/integrations/{id}", get_one, methods=["GET"]),
-        Route("/integrations/{id}", change, methods=["PATCH"]),
-        Route("/integrations/{id}", remove, methods=["DELETE"]),
+        Route("/integrations/catalog", admin(catalog), methods=["GET"]),
+        Route("/integrations", admin(list_installed), methods=["GET"]),
+        Route("/integrations", admin(create), methods=["POST"]),
+        Route("/integrations/{id}", admin(get_one), methods=["GET"]),
+        Route("/integrations/{id}", admin(change), methods=["PATCH"]),
+        Route("/integrations/{id}", admin(remove), methods=["DELETE"]),
     ]

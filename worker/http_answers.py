@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -51,3 +52,16 @@ async def parse_body(request: Request, model: type[M]) -> M | Response:
         return error(400, "body is not JSON")
     except ValidationError as exc:
         return error(400, "invalid request", fields=field_errors(exc))
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def bearer_only(expected: SecretStr | None, what: str, endpoint: Endpoint) -> Endpoint:
+    """`endpoint` behind `require_bearer`: one check where the routes are built, not one per handler."""
+
+    async def guarded(request: Request) -> Response:
+        refused = require_bearer(request, expected, what)
+        return refused if refused is not None else await endpoint(request)
+
+    return guarded

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from schemas.tools import IDEMPOTENCY_KEY_PATTERN, ToolCallRequest
 from worker.broker import BrokerUnavailable
-from worker.http_answers import error, json_response, parse_body, require_bearer
+from worker.http_answers import Endpoint, bearer_only, error, json_response, parse_body
 from worker.tools import CallOutcome, ToolCallError, ToolGateway, render
 
 _KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
@@ -34,9 +34,6 @@ def tool_routes(gateway: ToolGateway) -> list[BaseRoute]:
     settings = gateway.runtime.settings
 
     async def list_tools(request: Request) -> Response:
-        refused = require_bearer(request, settings.service_token, "tool")
-        if refused is not None:
-            return refused
         team_id = request.query_params.get("team_id")
         if not team_id:
             return error(400, "team_id is required")
@@ -47,9 +44,6 @@ def tool_routes(gateway: ToolGateway) -> list[BaseRoute]:
         return json_response({"tools": render(tools, "openai" if format_ == "openai" else "mcp")})
 
     async def call(request: Request) -> Response:
-        refused = require_bearer(request, settings.service_token, "tool")
-        if refused is not None:
-            return refused
         body = await parse_body(request, ToolCallRequest)
         if isinstance(body, Response):
             return body
@@ -73,9 +67,6 @@ def tool_routes(gateway: ToolGateway) -> list[BaseRoute]:
         return answer(outcome)
 
     async def result(request: Request) -> Response:
-        refused = require_bearer(request, settings.service_token, "tool")
-        if refused is not None:
-            return refused
         team_id = request.query_params.get("team_id")
         if not team_id:
             return error(400, "team_id is required")
@@ -84,10 +75,13 @@ def tool_routes(gateway: ToolGateway) -> list[BaseRoute]:
             return error(404, "no answer for this call (yet)")
         return answer(outcome)
 
+    def service(endpoint: Endpoint) -> Endpoint:
+        return bearer_only(settings.service_token, "tool", endpoint)
+
     return [
-        Route("/tools", list_tools, methods=["GET"]),
-        Route("/tools/calls/{call_id}", result, methods=["GET"]),
-        Route("/tools/{name}/call", call, methods=["POST"]),
+        Route("/tools", service(list_tools), methods=["GET"]),
+        Route("/tools/calls/{call_id}", service(result), methods=["GET"]),
+        Route("/tools/{name}/call", service(call), methods=["POST"]),
     ]
 
 
