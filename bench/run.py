@@ -42,9 +42,9 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from integrations.registry import REGISTRY
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, dumps_envelope
 from worker import broker as broker_module
-from worker.runtime import Runtime, dumps_envelope
+from worker.runtime import Runtime
 from worker.settings import Settings
 
 SECRET = "bench-webhook-secret"

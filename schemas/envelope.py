@@ -87,6 +87,11 @@ class InvalidEnvelope(ValueError):
     pass
 
 
+def dumps_envelope(envelope: Envelope) -> bytes:
+    """An envelope as the bytes of a broker message."""
+    return orjson.dumps(envelope.model_dump(mode="json"))
+
+
 def encode_webhook(
     *,
     id: str,

@@ -37,7 +37,7 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 from pydantic import ValidationError
 
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, dumps_envelope
 from schemas.rows import IntegrationRow
 from worker import action_results, store
 from worker.acks import Acks
@@ -57,7 +57,7 @@ from worker.metrics import (
     RETRIED,
 )
 from worker.redact import redact
-from worker.runtime import Runtime, dumps_envelope
+from worker.runtime import Runtime
 
 Outcome = Literal["success", "duplicate", "ignored", "skipped_inactive", "retried", "parked"]
 _MAX_ERROR = 2000

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 from structlog.typing import FilteringBoundLogger
 
-from schemas.envelope import Envelope, Kind
+from schemas.envelope import Envelope, Kind, dumps_envelope
 from schemas.events import EventData, IntegrationStatus, IntegrationStatusChanged
 from schemas.rows import IntegrationRow, LogLevel, UserLinkRow
 from worker import leases
@@ -285,7 +285,7 @@ class Context:
             headers=headers or {},
             payload=payload,
         )
-        body = orjson.dumps(envelope.model_dump(mode="json"))
+        body = dumps_envelope(envelope)
         self.staged.outbox.append(OutboxItem(envelope.id, self._incoming_exchange, envelope.routing_key, body))
         return envelope
 

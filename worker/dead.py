@@ -18,11 +18,10 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, SecretStr
 
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, dumps_envelope
 from schemas.rows import ParkedMessage
 from worker.broker import Broker
 from worker.integration import Registry
-from worker.runtime import dumps_envelope
 
 
 def _text(value: Any) -> str:

@@ -8,12 +8,11 @@ from typing import Any
 
 import asyncpg
 import httpx
-import orjson
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 from structlog.typing import FilteringBoundLogger
 
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, dumps_envelope
 from schemas.rows import IntegrationRow
 from worker import migrations, store
 from worker.broker import Broker, Topology, Unroutable
@@ -284,7 +283,3 @@ def _register_secret_fields(model: BaseSettings) -> None:
         value = getattr(model, name, None)
         if isinstance(value, SecretStr):
             register_secret(value.get_secret_value())
-
-
-def dumps_envelope(envelope: Envelope) -> bytes:
-    return orjson.dumps(envelope.model_dump(mode="json"))

@@ -26,14 +26,14 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import JsonSchemaMode
 
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, dumps_envelope
 from schemas.tools import SOURCE_HEADER, USER_HEADER, ToolReply
 from worker import action_results
 from worker.context import derived_id
 from worker.errors import field_errors
 from worker.integration import Action, Integration, Registry, tool_name
 from worker.platform import PLATFORM
-from worker.runtime import Runtime, dumps_envelope
+from worker.runtime import Runtime
 from worker.tool_rpc import ReplyQueue
 
 INTEGRATION_ARGUMENT = "integration_id"

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from schemas.envelope import Envelope, dumps_envelope
 from tests.conftest import TEAM, eventually
 from tests.fakes.google import CLIENT_ID, CLIENT_SECRET, FakeGoogleState, StateProxy, build_app
 from tests.fakes.server import BackgroundServer
@@ -231,8 +232,6 @@ async def command(
     command_id: str | None = None,
 ) -> str:
     """Publish `<type>.command.<name>` as another service would; returns the command id."""
-    from schemas.envelope import Envelope  # noqa: PLC0415
-    from worker.runtime import dumps_envelope  # noqa: PLC0415
 
     envelope = Envelope(
         id=command_id or f"test:{uuid.uuid4()}",

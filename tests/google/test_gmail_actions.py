@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 
+from schemas.envelope import Envelope, dumps_envelope
 from tests.conftest import eventually
 from tests.fakes.google import FakeGoogleState
 from tests.google.conftest import ANN, Replies, command, install_type, link_user, mail, parked
@@ -83,8 +84,6 @@ async def test_a_retried_create_draft_makes_one_draft(
     draft = (await replies.wait(first))["output"]
 
     # The same command delivered again (a retry after a crash): it finds its draft.
-    from schemas.envelope import Envelope  # noqa: PLC0415
-    from worker.runtime import dumps_envelope  # noqa: PLC0415
 
     again = Envelope(
         id=first,

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from integrations.registry import REGISTRY
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, dumps_envelope
 from tests.conftest import TEAM, teardown
 from tests.fakes.server import BackgroundServer
 from tests.fakes.telegram import FakeTelegramState, build_app
@@ -26,7 +26,7 @@ from worker.ingress import create_app
 from worker.ingress import server as serve
 from worker.install import InstallRequest, install
 from worker.integration import Registry
-from worker.runtime import Runtime, dumps_envelope
+from worker.runtime import Runtime
 from worker.settings import Settings
 
 OTHER_TEAM = "team-2"
