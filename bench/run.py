@@ -43,9 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from integrations.registry import REGISTRY
 from schemas.envelope import Envelope, dumps_envelope
-from worker import broker as broker_module
-from worker.runtime import Runtime
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.platform import attach
+from worker.runtime import topology as broker_module
+from worker.runtime.runtime import Runtime
 
 SECRET = "bench-webhook-secret"
 TEAM = "bench-team"
@@ -190,7 +191,7 @@ async def bench_ingress(settings: Settings, env: dict[str, str], seconds: int, c
 async def bench_worker(
     settings: Settings, env: dict[str, str], events: int, concurrency: int | None, updates: int, profile: str | None
 ) -> None:
-    runtime = Runtime(settings, REGISTRY)
+    runtime = attach(Runtime(settings, REGISTRY))
     await runtime.start()
     try:
         await runtime.pool.execute(
@@ -324,7 +325,7 @@ async def main() -> None:
 
 
 async def _reset(settings: Settings) -> None:
-    runtime = Runtime(settings, REGISTRY)
+    runtime = attach(Runtime(settings, REGISTRY))
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         await broker_module.delete(await connection.channel(), runtime.topology)

@@ -1,7 +1,7 @@
 """Every integration this worker knows. Adding one: a folder, and a line here."""
 
 from integrations import github, gmail, google_calendar, mattermost, slack, smtp, task_comments, telegram, whatsapp
-from worker.integration import Registry
+from worker.sdk import Registry
 
 REGISTRY = Registry(
     [

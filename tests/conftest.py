@@ -24,12 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from integrations.registry import REGISTRY
 from tests.fakes.github import FakeGitHubState, build_app
 from tests.fakes.server import BackgroundServer
-from worker import broker as broker_module
-from worker.consumer import Worker
-from worker.ingress import create_app
-from worker.install import InstallRequest, install
-from worker.runtime import Runtime
-from worker.settings import Settings
+from worker.cli.serve import create_app
+from worker.core.settings import Settings
+from worker.platform import attach
+from worker.platform.install import InstallRequest, install
+from worker.runtime import topology as broker_module
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -141,7 +142,7 @@ def settings(env: dict[str, str]) -> Settings:
 
 @pytest.fixture
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime(settings, REGISTRY)
+    rt = attach(Runtime(settings, REGISTRY))
     await rt.start()
     try:
         yield rt

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from schemas.envelope import Envelope, Kind
-from worker.runtime import Runtime
+from worker.runtime.runtime import Runtime
 
 
 async def publish(

@@ -9,10 +9,11 @@ from cryptography.fernet import Fernet
 from tests.conftest import teardown
 from tests.helpers import cli
 from tests.support.probe import PROBE_REGISTRY
-from worker.install import InstallRequest, install
-from worker.runtime import Runtime
-from worker.secrets import SecretBox
-from worker.settings import Settings
+from worker.core.secrets import SecretBox
+from worker.core.settings import Settings
+from worker.platform import attach
+from worker.platform.install import InstallRequest, install
+from worker.runtime.runtime import Runtime
 
 
 def test_integrations_lists_the_registry(env: dict[str, str]) -> None:
@@ -37,7 +38,7 @@ def test_schema_exports_the_contract(env: dict[str, str]) -> None:
 
 async def test_secrets_are_encrypted_at_rest_and_rotate_to_a_new_key(settings: Settings, env: dict[str, str]) -> None:
 
-    runtime = Runtime(settings, PROBE_REGISTRY)
+    runtime = attach(Runtime(settings, PROBE_REGISTRY))
     await runtime.start()
     try:
         await install(runtime, InstallRequest("probe", "team-s", {"token": "very-secret-token-123"}))

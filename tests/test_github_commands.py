@@ -9,8 +9,8 @@ import pytest
 from tests.conftest import INSTALLATION_ID, TEAM, eventually
 from tests.fakes.github import FakeGitHubState
 from tests.helpers import cli, publish
-from worker.consumer import Worker
-from worker.runtime import Runtime
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 COMMENT = {"repository": "acme/app", "issue_number": 7, "body": "Deployed to staging."}
 

@@ -8,8 +8,8 @@ import httpx
 
 from schemas.events import ResultEvent, TaskIntake, TaskStatusChange
 from tests.conftest import TEAM, Results, eventually, pull_request_payload, queue_depth, signed_github
-from worker.consumer import Worker
-from worker.runtime import Runtime
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 
 async def test_signed_pull_request_webhook_becomes_rows_and_status_events(

@@ -10,9 +10,9 @@ import pytest
 from tests.conftest import INSTALLATION_ID, TEAM, Results, eventually, pull_request_payload, queue_depth, signed_github
 from tests.fakes.github import FakeGitHubState
 from tests.helpers import cli
-from worker.consumer import Worker
-from worker.install import InstallError, InstallRequest, install
-from worker.runtime import Runtime
+from worker.platform.install import InstallError, InstallRequest, install
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 
 async def _send(ingress: httpx.AsyncClient, event: str, payload: dict[str, object]) -> str:

@@ -7,8 +7,9 @@ import pytest
 
 from integrations.github.verify import signature
 from tests.conftest import GITHUB_WEBHOOK_SECRET, eventually, pull_request_payload, queue_depth, signed_github
-from worker.ingress import create_app
-from worker.runtime import Runtime
+from worker.cli.serve import create_app
+from worker.platform import attach
+from worker.runtime.runtime import Runtime
 
 
 async def test_unknown_type_is_404(ingress: httpx.AsyncClient) -> None:
@@ -78,7 +79,7 @@ async def test_without_a_webhook_secret_every_github_webhook_is_refused(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("IW_GITHUB_WEBHOOK_SECRET")
-    closed = Runtime(runtime.settings, runtime.registry)
+    closed = attach(Runtime(runtime.settings, runtime.registry))
     app = create_app(closed)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as client:
         body, headers = signed_github("pull_request", pull_request_payload())

@@ -14,8 +14,8 @@ import httpx
 from tests.conftest import TEAM, eventually, pull_request_payload, queue_depth, signed_github
 from tests.fakes.github import FakeGitHubState
 from tests.helpers import publish, spawn_worker
-from worker.consumer import Worker
-from worker.runtime import Runtime
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 COMMENT = {"repository": "acme/app", "issue_number": 7, "body": "Deployed."}
 
@@ -74,7 +74,7 @@ async def test_sigterm_lets_the_handler_in_flight_finish_then_exits(
     assert await runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", envelope.id) == 1
     assert await queue_depth(runtime, runtime.topology.queue("github")) == 0  # acknowledged, not requeued
     assert len(github.comments) == 1
-    assert '"outcome":"success"' in output and "worker stopped" in output
+    assert '"outcomes":{"success":1}' in output and "worker stopped" in output
 
 
 def _free_port() -> int:

@@ -13,17 +13,18 @@ import pytest
 from tests.conftest import eventually, teardown
 from tests.helpers import publish
 from tests.support.probe import PROBE_REGISTRY
-from worker.consumer import Worker
-from worker.install import InstallRequest, install
-from worker.runtime import Runtime
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.platform import attach
+from worker.platform.install import InstallRequest, install
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 TEAM = "team-resilience"
 
 
 @pytest.fixture
 async def probe_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime(settings, PROBE_REGISTRY)
+    rt = attach(Runtime(settings, PROBE_REGISTRY))
     await rt.start()
     await install(rt, InstallRequest("probe", TEAM, {}))
     try:
@@ -54,7 +55,7 @@ async def _exactly_once(runtime: Runtime, count: int) -> None:
 
 
 def _close_amqp_connections(name: str) -> int:
-    """Close, from the broker's side, the connections whose client says it is `name`."""
+    """Close, from the broker's side, the connections whose client name starts with `name`."""
     listed = subprocess.run(
         ["rabbitmqctl", "list_connections", "pid", "client_properties"],
         capture_output=True, text=True, check=True, timeout=60,
@@ -62,7 +63,7 @@ def _close_amqp_connections(name: str) -> int:
     closed = 0
     for line in listed.stdout.splitlines():
         pid, _, properties = line.partition("\t")
-        if pid.startswith("<") and f'{{"connection_name","{name}"}}' in properties:
+        if pid.startswith("<") and f'{{"connection_name","{name}' in properties:
             subprocess.run(
                 ["rabbitmqctl", "close_connection", pid, "test: broker drops the connection"],
                 capture_output=True, check=True, timeout=60,
@@ -88,7 +89,8 @@ async def test_the_broker_dropping_the_connection_loses_and_repeats_nothing(prob
     try:
         await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) > 30 FROM probe_rows"))
         name = f"integration-worker/{probe_runtime.topology.prefix}"
-        assert await asyncio.to_thread(_close_amqp_connections, name) == 1
+        # the consumer's, the publisher's and the management connection: all three
+        assert await asyncio.to_thread(_close_amqp_connections, name) == 3
         await _unfinished(probe_runtime, 400)  # the rest needs the worker to consume again
         await _exactly_once(probe_runtime, 400)
     finally:
@@ -120,9 +122,9 @@ async def test_a_channel_error_mid_stream_loses_and_repeats_nothing(probe_runtim
     await worker.start()
     try:
         await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) > 30 FROM probe_rows"))
-        assert worker._channel is not None
-        raw = await worker._channel.get_underlay_channel()
-        await raw.basic_ack(delivery_tag=10_000_000, wait=False)  # the broker closes the channel for this
+        channel = worker.intake._channel
+        assert channel is not None
+        channel.ack(10_000_000)  # an unknown delivery tag: the broker closes the channel for this
         await _unfinished(probe_runtime, 300)
         await _exactly_once(probe_runtime, 300)
     finally:

@@ -15,20 +15,23 @@ from schemas.envelope import Envelope
 from tests.conftest import Results, eventually, queue_depth, teardown
 from tests.helpers import cli, publish
 from tests.support.probe import PROBE_REGISTRY, ProbeWritten
-from worker import dead, migrations, store
-from worker.consumer import Worker
-from worker.context import Staged
-from worker.install import InstallRequest, install
-from worker.logging import get_logger
-from worker.runtime import Runtime
-from worker.settings import Settings
+from worker.cli import dead
+from worker.core.logging import get_logger
+from worker.core.settings import Settings
+from worker.platform import attach
+from worker.platform.install import InstallRequest, install
+from worker.runtime import migrations, store
+from worker.runtime.runtime import Runtime
+from worker.runtime.schedules import ScheduleRunner
+from worker.runtime.worker import Worker
+from worker.sdk.unit import Staged
 
 TEAM = "team-probe"
 
 
 @pytest.fixture
 async def probe_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime(settings, PROBE_REGISTRY)
+    rt = attach(Runtime(settings, PROBE_REGISTRY))
     await rt.start()
     await install(rt, InstallRequest("probe", TEAM, {}))
     try:
@@ -74,7 +77,10 @@ async def test_events_of_a_run_are_published_once_with_stable_ids(
     assert await probe_runtime.pool.fetchval("SELECT count(*) FROM outbox") == 0
 
 
-async def test_outbox_leftovers_are_relayed(probe_runtime: Runtime, probe_worker: Worker, results: Results) -> None:
+async def test_outbox_leftovers_are_relayed(probe_runtime: Runtime, results: Results) -> None:
+    """The relay is one of the runtime's maintenance schedules, run by one worker at a time."""
+    schedules = ScheduleRunner(probe_runtime)
+    await schedules.start()
     # As if a worker crashed after committing and before publishing.
     body = json.dumps({"event": "probe.written", "id": "left-behind"}).encode()
     await probe_runtime.pool.execute(
@@ -85,9 +91,12 @@ async def test_outbox_leftovers_are_relayed(probe_runtime: Runtime, probe_worker
         "probe.written",
         body,
     )
-    found = await results.wait_for("probe.written")
-    assert found[0]["id"] == "left-behind"
-    await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 0 FROM outbox"))
+    try:
+        found = await results.wait_for("probe.written")
+        assert found[0]["id"] == "left-behind"
+        await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 0 FROM outbox"))
+    finally:
+        await schedules.stop()
 
 
 async def test_a_message_that_is_not_an_envelope_is_parked(

@@ -13,15 +13,25 @@ from cryptography.fernet import Fernet
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from schemas.envelope import Envelope, InvalidEnvelope, encode_webhook
-from worker import signing
-from worker.consumer import Worker
-from worker.errors import TransientError, classify, classify_response, parse_retry_after
-from worker.install import InstallError, _retrying
-from worker.integration import Action, Handler, Integration, Registry, RegistryError
-from worker.outbound import ProviderError, call
-from worker.redact import redact, register_secret
-from worker.secrets import SecretBox, SecretDecryptError
-from worker.settings import Settings
+from worker.core import signing
+from worker.core.redact import redact, register_secret
+from worker.core.secrets import SecretBox, SecretDecryptError
+from worker.core.settings import Settings
+from worker.platform.install import InstallError, _retrying
+from worker.runtime.failures import classify
+from worker.runtime.retry import retry_delay
+from worker.sdk import (
+    Action,
+    Handler,
+    Integration,
+    ProviderError,
+    Registry,
+    RegistryError,
+    TransientError,
+    call,
+    classify_response,
+    parse_retry_after,
+)
 
 
 class SmtpLike(BaseModel):
@@ -139,11 +149,10 @@ async def test_outbound_calls_retry_transient_failures_and_honour_long_retry_aft
 
 def test_retry_levels_grow_and_honour_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(retry_delays=[2, 10, 60, 300])
-    worker = Worker.__new__(Worker)
-    worker.settings = settings
-    assert [worker.retry_delay(a, None) for a in (1, 2, 3, 4, 5)] == [2, 10, 60, 300, 300]
-    assert worker.retry_delay(1, 30) == 60
-    assert worker.retry_delay(1, 10_000) == 300
+    delays = settings.retry_delays
+    assert [retry_delay(delays, a, None) for a in (1, 2, 3, 4, 5)] == [2, 10, 60, 300, 300]
+    assert retry_delay(delays, 1, 30) == 60
+    assert retry_delay(delays, 1, 10_000) == 300
     assert settings.max_attempts == 5
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from integrations.github import comment, handle, installations, verify
 from integrations.github.config import GithubConfig, GithubSettings
-from worker.integration import Action, Integration, Lifecycle
+from worker.sdk import Action, Integration, Lifecycle
 
 integration = Integration(
     type="github",

@@ -16,9 +16,7 @@ import httpx
 import jwt
 
 from integrations.github.config import GithubSettings
-from worker.context import Context
-from worker.errors import Failure, PermanentError, classify_response, parse_retry_after
-from worker.outbound import ProviderError, call
+from worker.sdk import Context, Failure, PermanentError, ProviderError, call, classify_response, parse_retry_after
 
 API_VERSION = "2022-11-28"
 TOKEN_MARGIN_SECONDS = 300

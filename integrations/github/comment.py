@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from integrations.github.client import api
 from integrations.github.config import GithubConfig
-from worker.context import Context
+from worker.sdk import Context
 
 
 class CommentInput(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from integrations.github import installations, intake, pull_requests
-from worker.integration import Handler
+from worker.sdk import Handler
 
 HANDLERS = [
     # Installation events must run for suspended or unknown installations too.

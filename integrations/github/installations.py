@@ -7,10 +7,7 @@ from integrations.github.client import api, app_api
 from integrations.github.config import GithubConfig
 from integrations.github.payloads import InstallationEvent, InstallationRepositoriesEvent, Repository
 from schemas.events import IntegrationStatus
-from worker.context import Context
-from worker.errors import PermanentError
-from worker.integration import InstallRejected
-from worker.outbound import ProviderError
+from worker.sdk import Context, InstallRejected, PermanentError, ProviderError
 
 STATUS_BY_ACTION: dict[str, IntegrationStatus] = {
     "created": "active",

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 from integrations.github.payloads import IssueCommentEvent, IssuesEvent, User
 from schemas.events import TaskIntake
-from worker.context import Context
+from worker.sdk import Context
 
 
 async def _linked_user(ctx: Context, user: User | None) -> str | None:
     if user is None or ctx.integration is None:
         return None
-    user_id: str | None = await ctx.db.fetchval(
-        "SELECT user_id FROM integration_user_link WHERE team_id = $1 AND integration_id = $2"
-        " AND external_user_id = $3",
-        ctx.integration.id,
-        str(user.id),
-    )
-    return user_id
+    link = await ctx.links.find(str(user.id))
+    return link.user_id if link is not None else None
 
 
 async def on_issue(ctx: Context) -> None:

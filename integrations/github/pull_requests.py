@@ -14,7 +14,7 @@ from typing import Any
 from integrations.github import magic_words
 from integrations.github.payloads import PullRequest, PullRequestEvent, User
 from schemas.events import TaskStatusChange
-from worker.context import Context
+from worker.sdk import Context
 
 UPSERT = """
     INSERT INTO github_pull_requests AS pr (team_id, integration_id, external_id, repository_id, repository, number,
@@ -50,10 +50,8 @@ async def handle(ctx: Context) -> None:
     assert ctx.integration is not None
     event = ctx.payload_as(PullRequestEvent)
     pr = event.pull_request
-    previous = await ctx.db.fetchrow(
-        "SELECT updated_at FROM github_pull_requests WHERE team_id = $1 AND integration_id = $2 AND external_id = $3",
-        ctx.integration.id,
-        pr.id,
+    previous = await ctx.db.lookup(
+        "github_pull_requests", {"integration_id": ctx.integration.id, "external_id": pr.id}, ["updated_at"]
     )
     if previous is not None and previous["updated_at"] > pr.updated_at:
         ctx.log.info("older pull_request event ignored", number=pr.number, action=event.action)
@@ -61,13 +59,11 @@ async def handle(ctx: Context) -> None:
     logins = sorted({u.login for u in (*pr.assignees, *pr.requested_reviewers)})
     user_ids: dict[str, str] = {}
     if logins:
-        rows = await ctx.db.fetch(
-            "SELECT external_user_name, user_id FROM integration_user_link WHERE team_id = $1"
-            " AND integration_id = $2 AND external_user_name = ANY($3::text[])",
-            ctx.integration.id,
-            logins,
-        )
-        user_ids = {r["external_user_name"]: r["user_id"] for r in rows}
+        user_ids = {
+            link.external_user_name: link.user_id
+            for link in await ctx.links.named(logins)
+            if link.external_user_name is not None
+        }
     status = review_status(pr)
     merged = pr.merged or pr.merged_at is not None
     actions = magic_words.extract(

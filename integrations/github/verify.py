@@ -14,8 +14,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from integrations.github.config import GithubSettings
-from worker.context import IngressContext
-from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
+from worker.sdk import Accept, Context, Reply, WebhookRejected, WebhookRequest
 
 KEPT_HEADERS = (
     "x-github-event",
@@ -51,7 +50,7 @@ def _payload(request: WebhookRequest) -> dict[str, object]:
     return payload
 
 
-async def receive(request: WebhookRequest, ctx: IngressContext) -> Accept | Reply:
+async def receive(request: WebhookRequest, ctx: Context) -> Accept | Reply:
     settings = ctx.settings_as(GithubSettings)
     if settings.webhook_secret is None:
         raise WebhookRejected(401, "GitHub webhooks are refused: IW_GITHUB_WEBHOOK_SECRET is not set")

@@ -6,7 +6,7 @@ from pathlib import Path
 from integrations.gmail import emails, handle, push, watch
 from integrations.gmail.config import SCOPES, GmailConfig, GmailSettings
 from integrations.google_common.oauth import GoogleOAuthFlow
-from worker.integration import Action, Integration, Lifecycle, Schedule
+from worker.sdk import Action, Integration, Lifecycle, Schedule
 
 integration = Integration(
     type="gmail",

@@ -10,7 +10,7 @@ import httpx
 from integrations.gmail.config import GmailSettings
 from integrations.google_common.api import google_call
 from integrations.google_common.oauth import GoogleRefresher
-from worker.context import Context
+from worker.sdk import Context
 
 
 def refresher(ctx: Context) -> GoogleRefresher:

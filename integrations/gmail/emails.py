@@ -17,8 +17,7 @@ from integrations.gmail.client import gmail
 from integrations.gmail.mime import decode_message
 from integrations.gmail.sync import mail_url
 from integrations.google_common.links import acting_link
-from worker.context import Context, derived_id
-from worker.outbound import ProviderError
+from worker.sdk import Context, ProviderError, derived_id
 
 LIST_BODY_CHARS = 2000
 
@@ -119,7 +118,7 @@ async def list_emails(ctx: Context, request: ListEmailsInput) -> ListEmailsOutpu
                 snippet=email.snippet,
                 body=email.text[:LIST_BODY_CHARS],
                 labels=email.label_ids,
-                url=mail_url(link.email, email.id),
+                url=mail_url(link.external_user_id, email.id),
             )
         )
     return ListEmailsOutput(emails=emails, next_page_token=listing.get("nextPageToken"))
@@ -131,14 +130,16 @@ def _draft_url(mailbox: str, message_id: str) -> str:
 
 async def create_draft(ctx: Context, request: CreateDraftInput) -> DraftOutput:
     link = await acting_link(ctx)
-    rfc822_id = f"<{derived_id(ctx.envelope.id, 'gmail-draft')}@{domain_of(link.email)}>"
+    rfc822_id = f"<{derived_id(ctx.envelope.id, 'gmail-draft')}@{domain_of(link.external_user_id)}>"
     if ctx.is_repeat:  # a previous run may have created it before failing
         found = (await gmail(ctx, link.id, "GET", "/drafts", params={"q": f"rfc822msgid:{rfc822_id}"})).json()
         for draft in found.get("drafts") or []:
             message_id = str((draft.get("message") or {}).get("id", ""))
-            return DraftOutput(draft_id=str(draft["id"]), message_id=message_id, url=_draft_url(link.email, message_id))
+            return DraftOutput(
+                draft_id=str(draft["id"]), message_id=message_id, url=_draft_url(link.external_user_id, message_id)
+            )
     message = compose(
-        sender=link.email,
+        sender=link.external_user_id,
         to=request.to,
         cc=request.cc,
         reply_to=request.reply_to,
@@ -152,8 +153,10 @@ async def create_draft(ctx: Context, request: CreateDraftInput) -> DraftOutput:
     raw = base64.urlsafe_b64encode(message.as_bytes()).decode().rstrip("=")
     body = (await gmail(ctx, link.id, "POST", "/drafts", json={"message": {"raw": raw}})).json()
     message_id = str((body.get("message") or {}).get("id", ""))
-    ctx.record("info", "draft_created", f"draft created in {link.email}", user_link_id=link.id)
-    return DraftOutput(draft_id=str(body["id"]), message_id=message_id, url=_draft_url(link.email, message_id))
+    ctx.record("info", "draft_created", f"draft created in {link.external_user_id}", user_link_id=link.id)
+    return DraftOutput(
+        draft_id=str(body["id"]), message_id=message_id, url=_draft_url(link.external_user_id, message_id)
+    )
 
 
 async def send_draft(ctx: Context, request: SendDraftInput) -> SendDraftOutput:
@@ -164,5 +167,5 @@ async def send_draft(ctx: Context, request: SendDraftInput) -> SendDraftOutput:
         if exc.status == 404 and ctx.is_repeat:  # sent by the run that failed afterwards
             return SendDraftOutput(message_id=None, already_sent=True)
         raise
-    ctx.record("info", "draft_sent", f"draft sent from {link.email}", user_link_id=link.id)
+    ctx.record("info", "draft_sent", f"draft sent from {link.external_user_id}", user_link_id=link.id)
     return SendDraftOutput(message_id=str(body.get("id")), thread_id=body.get("threadId"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from integrations.gmail import sync, watch
-from worker.integration import Handler
+from worker.sdk import Handler
 
 HANDLERS = [
     # A push names a mailbox, not an integration: it fans out to each linked mailbox's integration.

@@ -17,15 +17,14 @@ import orjson
 from integrations.gmail.config import GmailSettings
 from integrations.gmail.mime import b64url_decode
 from integrations.google_common import oidc
-from worker.context import IngressContext
-from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
+from worker.sdk import Accept, Context, Reply, WebhookRejected, WebhookRequest
 
 
-def audience(settings: GmailSettings, ctx: IngressContext) -> str:
+def audience(settings: GmailSettings, ctx: Context) -> str:
     return settings.push_audience or f"{ctx.runtime_settings.public_url.rstrip('/')}/webhooks/gmail"
 
 
-async def authenticate(request: WebhookRequest, ctx: IngressContext) -> None:
+async def authenticate(request: WebhookRequest, ctx: Context) -> None:
     settings = ctx.settings_as(GmailSettings)
     if not settings.push_service_account:
         raise WebhookRejected(401, "Gmail pushes are refused: IW_GMAIL_PUSH_SERVICE_ACCOUNT is not set")
@@ -69,15 +68,10 @@ def parse(body: bytes) -> tuple[str, str, str, dict[str, Any]]:
     return str(message_id), str(data["emailAddress"]).lower(), str(data["historyId"]), attributes or {}
 
 
-async def receive(request: WebhookRequest, ctx: IngressContext) -> Accept | Reply:
+async def receive(request: WebhookRequest, ctx: Context) -> Accept | Reply:
     await authenticate(request, ctx)
     message_id, email, history_id, _ = parse(request.body)
-    links = await ctx.fetch(
-        """SELECT l.id, l.integration_id, l.team_id FROM integration_user_link l
-             JOIN integrations i ON i.id = l.integration_id AND i.type = 'gmail' AND i.status = 'active'
-           WHERE l.integration_type = 'gmail' AND l.external_user_id = $1 AND l.status = 'active'""",
-        email,
-    )
+    links = await ctx.links.across_teams(external_user_id=email)
     if not links:
         ctx.log.info("gmail push for a mailbox nobody has linked", pubsub_message_id=message_id)
         return Reply(200, orjson.dumps({"status": "ignored", "reason": "no linked mailbox"}))
@@ -88,8 +82,6 @@ async def receive(request: WebhookRequest, ctx: IngressContext) -> Accept | Repl
             "email_address": email,
             "history_id": history_id,
             "pubsub_message_id": message_id,
-            "links": [
-                {"link_id": r["id"], "integration_id": r["integration_id"], "team_id": r["team_id"]} for r in links
-            ],
+            "links": [{"link_id": k.id, "integration_id": k.integration_id, "team_id": k.team_id} for k in links],
         },
     )

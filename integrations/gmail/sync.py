@@ -27,10 +27,9 @@ from integrations.gmail.client import gmail
 from integrations.gmail.config import GmailConfig, GmailSettings
 from integrations.gmail.filters import skip_reason
 from integrations.gmail.mime import DecodedEmail, decode_message
-from integrations.google_common.links import Link, link_by_id
+from integrations.google_common.links import link_by_id
 from schemas.events import TaskIntake
-from worker.context import Context
-from worker.outbound import ProviderError
+from worker.sdk import Context, Link, ProviderError
 
 FETCH_CONCURRENCY = 8
 MAX_BODY_CHARS = 20_000
@@ -117,7 +116,10 @@ async def sync_mailbox(ctx: Context, link: Link) -> None:
             if exc.status != 404:
                 raise
             ctx.record(
-                "warning", "history_expired", f"{link.email}: history cursor expired; recent sync", user_link_id=link.id
+                "warning",
+                "history_expired",
+                f"{link.external_user_id}: history cursor expired; recent sync",
+                user_link_id=link.id,
             )
     if plan is None:
         plan = await _recent(ctx, link, settings)
@@ -131,7 +133,7 @@ async def sync_mailbox(ctx: Context, link: Link) -> None:
                last_synced_at = now(), updated_at = now()""",
         link.id,
         ctx.integration_id,
-        link.email,
+        link.external_user_id,
         str(plan.new_cursor),
     )
     if plan.more:
@@ -278,12 +280,17 @@ async def _take_in(ctx: Context, link: Link, config: GmailConfig, todo: list[Can
                 reason,
             )
     if accepted:
-        ctx.record("info", "email_processed", f"{accepted} email(s) from {link.email} taken in", user_link_id=link.id)
+        ctx.record(
+            "info",
+            "email_processed",
+            f"{accepted} email(s) from {link.external_user_id} taken in",
+            user_link_id=link.id,
+        )
     if capped:
         ctx.record(
             "warning",
             "daily_cap_reached",
-            f"{capped} email(s) from {link.email} not taken in: the daily intake cap of {cap} is reached",
+            f"{capped} email(s) from {link.external_user_id} not taken in: the daily intake cap of {cap} is reached",
             user_link_id=link.id,
         )
     return accepted
@@ -296,17 +303,17 @@ def mail_url(mailbox: str, message_id: str) -> str:
 def _intake(link: Link, email: DecodedEmail) -> TaskIntake:
     return TaskIntake(
         source="gmail",
-        source_id=f"{link.email}/{email.id}",
+        source_id=f"{link.external_user_id}/{email.id}",
         kind="email",
         action="received",
         title=email.subject or "(no subject)",
         body=email.text[:MAX_BODY_CHARS],
-        url=mail_url(link.email, email.id),
+        url=mail_url(link.external_user_id, email.id),
         author=email.from_name or email.from_address,
         author_external_id=email.from_address,
         user_id=link.user_id,
         metadata={
-            "mailbox": link.email,
+            "mailbox": link.external_user_id,
             "link_id": link.id,
             "message_id": email.id,
             "thread_id": email.thread_id,

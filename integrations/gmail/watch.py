@@ -10,7 +10,6 @@ existing cursor, which only moves when mail is processed.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -21,9 +20,7 @@ from integrations.gmail.config import GmailSettings
 from integrations.google_common.links import link_by_id, links_of
 from integrations.google_common.settings import GoogleSettings
 from schemas.envelope import Envelope
-from worker.context import BackgroundContext, Context, IngressContext
-from worker.errors import IntegrationError, PermanentError
-from worker.redact import redact
+from worker.sdk import Context, IntegrationError, PermanentError, redact
 
 MESSAGE_RETENTION_DAYS = 30
 
@@ -75,7 +72,7 @@ async def on_renew_watch(ctx: Context) -> None:
                updated_at = now()""",
         link.id,
         ctx.integration_id,
-        link.email,
+        link.external_user_id,
         str(body["historyId"]),
         expires,
     )
@@ -85,70 +82,72 @@ async def on_renew_watch(ctx: Context) -> None:
         link.id,
         MESSAGE_RETENTION_DAYS,
     )
-    ctx.record("info", "watch_renewed", f"watching {link.email} until {expires.isoformat()}", user_link_id=link.id)
-
-
-async def renew_due(ctx: BackgroundContext) -> None:
-    """The hourly schedule: a renew command per mailbox that is due."""
-    settings = ctx.settings_as(GmailSettings)
-    rows = await ctx.fetch(
-        """SELECT l.id, l.integration_id, l.team_id FROM integration_user_link l
-             JOIN integrations i ON i.id = l.integration_id AND i.type = 'gmail' AND i.status = 'active'
-             LEFT JOIN gmail_mailboxes m ON m.link_id = l.id
-           WHERE l.status = 'active'
-             AND (m.watch_renewed_at IS NULL OR m.watch_renewed_at < now() - make_interval(secs => $1)
-                  OR m.watch_expires_at < now() + interval '1 day')""",
-        settings.watch_renew_after_seconds,
+    ctx.record(
+        "info", "watch_renewed", f"watching {link.external_user_id} until {expires.isoformat()}", user_link_id=link.id
     )
-    bucket = datetime.now(UTC).strftime("%Y%m%d%H")
-    for start in range(0, len(rows), 100):
-        await asyncio.gather(
-            *(
-                ctx.publish(renew_envelope(r["id"], r["integration_id"], r["team_id"], bucket))
-                for r in rows[start : start + 100]
-            )
-        )
-    if rows:
-        ctx.log.info("gmail watches due for renewal", count=len(rows))
 
 
-async def poll_quiet(ctx: BackgroundContext) -> None:
-    """The hourly catch-up: Pub/Sub notifications can be late or lost (PROVIDERS.md §2.5), so a
-    mailbox not synced for `poll_after_seconds` gets a sync anyway (nothing new: one history call)."""
+async def renew_due(ctx: Context) -> None:
+    """The hourly schedule: a renew command per mailbox that is due (renewed long ago, never, or
+    expiring within a day)."""
     settings = ctx.settings_as(GmailSettings)
-    rows = await ctx.fetch(
-        """SELECT m.link_id, l.integration_id, l.team_id FROM gmail_mailboxes m
-             JOIN integration_user_link l ON l.id = m.link_id AND l.status = 'active'
-             JOIN integrations i ON i.id = l.integration_id AND i.status = 'active'
-           WHERE m.history_id IS NOT NULL
-             AND coalesce(m.last_synced_at, m.watch_renewed_at, m.updated_at) < now() - make_interval(secs => $1)""",
+    links = await ctx.links.across_teams()
+    watched = {
+        r["link_id"]: r
+        for r in await ctx.unscoped_db.fetch(
+            """SELECT link_id, watch_renewed_at < now() - make_interval(secs => $2)
+                      OR watch_expires_at < now() + interval '1 day' AS due
+               FROM gmail_mailboxes WHERE link_id = ANY($1::text[]) AND watch_renewed_at IS NOT NULL""",
+            [link.id for link in links],
+            settings.watch_renew_after_seconds,
+        )
+    }
+    due = [link for link in links if link.id not in watched or watched[link.id]["due"]]
+    bucket = datetime.now(UTC).strftime("%Y%m%d%H")
+    for link in due:
+        ctx.publish(
+            "command",
+            "renew_watch",
+            {"link_id": link.id},
+            id=f"gmail:watch:{link.id}:{bucket}",
+            integration_id=link.integration_id,
+            team_id=link.team_id,
+        )
+    if due:
+        ctx.log.info("gmail watches due for renewal", count=len(due))
+
+
+async def poll_quiet(ctx: Context) -> None:
+    """The hourly catch-up: Pub/Sub notifications can be late or lost, so a mailbox not synced for
+    `poll_after_seconds` gets a sync anyway (nothing new: one history call)."""
+    settings = ctx.settings_as(GmailSettings)
+    links = {link.id: link for link in await ctx.links.across_teams()}
+    quiet = await ctx.unscoped_db.fetch(
+        """SELECT link_id FROM gmail_mailboxes
+           WHERE link_id = ANY($1::text[]) AND history_id IS NOT NULL
+             AND coalesce(last_synced_at, watch_renewed_at, updated_at) < now() - make_interval(secs => $2)""",
+        list(links),
         settings.poll_after_seconds,
     )
     bucket = datetime.now(UTC).strftime("%Y%m%d%H")
-    for start in range(0, len(rows), 100):
-        await asyncio.gather(
-            *(
-                ctx.publish(
-                    Envelope(
-                        id=f"gmail:sync:{r['link_id']}:poll-{bucket}",
-                        type="gmail",
-                        kind="command",
-                        name="sync",
-                        integration_id=r["integration_id"],
-                        team_id=r["team_id"],
-                        payload={"link_id": r["link_id"]},
-                    )
-                )
-                for r in rows[start : start + 100]
-            )
+    for row in quiet:
+        link = links[row["link_id"]]
+        ctx.publish(
+            "command",
+            "sync",
+            {"link_id": link.id},
+            id=f"gmail:sync:{link.id}:poll-{bucket}",
+            integration_id=link.integration_id,
+            team_id=link.team_id,
         )
-    if rows:
-        ctx.log.info("quiet gmail mailboxes synced", count=len(rows))
+    if quiet:
+        ctx.log.info("quiet gmail mailboxes synced", count=len(quiet))
 
 
-async def after_link(ctx: IngressContext, integration_id: str, link_id: str, _settings: GoogleSettings) -> None:
+async def after_link(ctx: Context, link_id: str, _settings: GoogleSettings) -> None:
     """A mailbox was just linked: watch it now (through a command, so it gets retries)."""
-    await ctx.publish(renew_envelope(link_id, integration_id, None, f"link-{uuid.uuid4().hex}"))
+    assert ctx.integration is not None
+    await ctx.publish_now(renew_envelope(link_id, ctx.integration.id, ctx.team_id, f"link-{uuid.uuid4().hex}"))
 
 
 async def post_install(ctx: Context) -> None:

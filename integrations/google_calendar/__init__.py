@@ -7,7 +7,7 @@ from pathlib import Path
 from integrations.google_calendar import channels, events, handle
 from integrations.google_calendar.config import SCOPES, CalendarConfig, CalendarSettings
 from integrations.google_common.oauth import GoogleOAuthFlow
-from worker.integration import Action, Integration, Lifecycle, Schedule
+from worker.sdk import Action, Integration, Lifecycle, Schedule
 
 integration = Integration(
     type="google-calendar",

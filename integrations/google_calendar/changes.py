@@ -17,11 +17,9 @@ from pydantic import BaseModel, ConfigDict
 
 from integrations.google_calendar.client import calendar, events_path
 from integrations.google_calendar.config import CalendarConfig, CalendarSettings
-from integrations.google_common.links import Link, link_by_id
+from integrations.google_common.links import link_by_id
 from schemas.events import CalendarEventChanged
-from worker.context import Context
-from worker.errors import TransientError
-from worker.outbound import ProviderError
+from worker.sdk import Context, Link, ProviderError, TransientError
 
 UPSERT_STATE = """
     INSERT INTO google_calendar_sync (team_id, link_id, integration_id, calendar_id, sync_token, last_synced_at)
@@ -90,7 +88,7 @@ async def on_notification(ctx: Context) -> None:
         except ProviderError as exc:
             if exc.status != 410:
                 raise
-            ctx.record("warning", "sync_token_expired", f"{link.email}: sync token expired; full resync")
+            ctx.record("warning", "sync_token_expired", f"{link.external_user_id}: sync token expired; full resync")
             events, token = await _list(ctx, link, calendar_id, {"showDeleted": "true"})
             since = state["last_synced_at"] - RESYNC_MARGIN if state["last_synced_at"] else None
         reported = await _report(ctx, link, calendar_id, events, since)

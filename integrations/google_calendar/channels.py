@@ -16,7 +16,6 @@ already there).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
@@ -32,10 +31,7 @@ from integrations.google_calendar.config import CalendarConfig, CalendarSettings
 from integrations.google_common.links import link_by_id, links_of
 from integrations.google_common.settings import GoogleSettings
 from schemas.envelope import Envelope
-from worker.context import BackgroundContext, Context, IngressContext
-from worker.errors import IntegrationError
-from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
-from worker.redact import redact
+from worker.sdk import Accept, Context, IntegrationError, Reply, WebhookRejected, WebhookRequest, redact
 
 
 class RenewChannel(BaseModel):
@@ -68,13 +64,13 @@ def renew_envelope(link_id: str, integration_id: str, team_id: str | None, suffi
 # --- ingress ---------------------------------------------------------------------------------------------
 
 
-async def receive(request: WebhookRequest, ctx: IngressContext) -> Accept | Reply:
+async def receive(request: WebhookRequest, ctx: Context) -> Accept | Reply:
     channel_id = request.headers.get("x-goog-channel-id")
     state = request.headers.get("x-goog-resource-state")
     number = request.headers.get("x-goog-message-number", "")
     if not channel_id or not state:
         raise WebhookRejected(400, "X-Goog-Channel-ID and X-Goog-Resource-State are required")
-    row = await ctx.fetchrow(
+    row = await ctx.unscoped_db.fetchrow(
         "SELECT link_id, integration_id, team_id, resource_id, token_hash FROM google_calendar_channels WHERE id = $1",
         channel_id,
     )
@@ -155,7 +151,9 @@ async def on_renew_channel(ctx: Context) -> None:
         for channel in old:
             await stop_channel(ctx, link.id, channel["id"], channel["resource_id"])
             ctx.db.write("DELETE FROM google_calendar_channels WHERE team_id = $1 AND id = $2", channel["id"])
-        ctx.record("info", "channel_renewed", f"watching {link.email}'s calendar until {expires.isoformat()}")
+        ctx.record(
+            "info", "channel_renewed", f"watching {link.external_user_id}'s calendar until {expires.isoformat()}"
+        )
 
 
 async def stop_channel(ctx: Context, link_id: str, channel_id: str, resource_id: str) -> None:
@@ -173,32 +171,39 @@ async def stop_channel(ctx: Context, link_id: str, channel_id: str, resource_id:
         ctx.log.warning("could not stop a calendar channel", channel_id=channel_id, error=redact(str(exc)))
 
 
-async def renew_due(ctx: BackgroundContext) -> None:
-    """The hourly schedule."""
+async def renew_due(ctx: Context) -> None:
+    """The hourly schedule: a renew command per linked calendar whose newest channel expires soon
+    (or that has none), where push notifications are on."""
     settings = ctx.settings_as(CalendarSettings)
-    rows = await ctx.fetch(
-        """SELECT l.id, l.integration_id, l.team_id FROM integration_user_link l
-             JOIN integrations i ON i.id = l.integration_id AND i.type = 'google-calendar' AND i.status = 'active'
-           WHERE l.status = 'active'
-             AND coalesce(i.config->>'push_notifications', i.config->>'pushNotifications', 'true') <> 'false'
-             AND NOT EXISTS (SELECT 1 FROM google_calendar_channels c WHERE c.link_id = l.id
-                             AND c.expires_at > now() + make_interval(secs => $1))""",
-        float(settings.channel_renew_before_seconds),
-    )
-    bucket = datetime.now(UTC).strftime("%Y%m%d%H")
-    for start in range(0, len(rows), 100):
-        await asyncio.gather(
-            *(
-                ctx.publish(renew_envelope(r["id"], r["integration_id"], r["team_id"], bucket))
-                for r in rows[start : start + 100]
-            )
+    pushing = {r.id for r in await ctx.integrations.active() if r.config_as(CalendarConfig).push_notifications}
+    links = [link for link in await ctx.links.across_teams() if link.integration_id in pushing]
+    covered = {
+        r["link_id"]
+        for r in await ctx.unscoped_db.fetch(
+            """SELECT DISTINCT link_id FROM google_calendar_channels
+               WHERE link_id = ANY($1::text[]) AND expires_at > now() + make_interval(secs => $2)""",
+            [link.id for link in links],
+            float(settings.channel_renew_before_seconds),
         )
-    if rows:
-        ctx.log.info("calendar channels due for renewal", count=len(rows))
+    }
+    due = [link for link in links if link.id not in covered]
+    bucket = datetime.now(UTC).strftime("%Y%m%d%H")
+    for link in due:
+        ctx.publish(
+            "command",
+            "renew_channel",
+            {"link_id": link.id},
+            id=f"google-calendar:channel:{link.id}:{bucket}",
+            integration_id=link.integration_id,
+            team_id=link.team_id,
+        )
+    if due:
+        ctx.log.info("calendar channels due for renewal", count=len(due))
 
 
-async def after_link(ctx: IngressContext, integration_id: str, link_id: str, _settings: GoogleSettings) -> None:
-    await ctx.publish(renew_envelope(link_id, integration_id, None, f"link-{uuid.uuid4().hex}"))
+async def after_link(ctx: Context, link_id: str, _settings: GoogleSettings) -> None:
+    assert ctx.integration is not None
+    await ctx.publish_now(renew_envelope(link_id, ctx.integration.id, ctx.team_id, f"link-{uuid.uuid4().hex}"))
 
 
 async def post_install(ctx: Context) -> None:

@@ -11,7 +11,7 @@ import httpx
 from integrations.google_calendar.config import CalendarSettings
 from integrations.google_common.api import google_call
 from integrations.google_common.oauth import GoogleRefresher
-from worker.context import Context
+from worker.sdk import Context
 
 
 def refresher(ctx: Context) -> GoogleRefresher:

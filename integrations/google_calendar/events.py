@@ -15,7 +15,7 @@ from integrations.email_common.compose import EmailAddress
 from integrations.google_calendar.client import calendar, events_path
 from integrations.google_calendar.config import CalendarConfig
 from integrations.google_common.links import acting_link
-from worker.context import Context, derived_id
+from worker.sdk import Context, derived_id
 
 
 class EventTime(BaseModel):
@@ -141,7 +141,7 @@ async def create_event(ctx: Context, request: CreateEventInput) -> CalendarEvent
     response = await calendar(ctx, link.id, "POST", events_path(calendar_id), json=body, ok_statuses=(409,))
     if response.status_code == 409:  # a previous run of this command created it
         response = await calendar(ctx, link.id, "GET", events_path(calendar_id, event_id))
-    ctx.record("info", "event_created", f"event created in {link.email}'s calendar", user_link_id=link.id)
+    ctx.record("info", "event_created", f"event created in {link.external_user_id}'s calendar", user_link_id=link.id)
     return CalendarEvent.of(response.json())
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from integrations.google_calendar import changes, channels, tasks
-from worker.integration import Handler
+from worker.sdk import Handler
 
 HANDLERS = [
     Handler("webhook", "notification", changes.on_notification),

@@ -24,9 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from integrations.google_calendar.client import calendar, events_path
 from integrations.google_calendar.config import CalendarConfig
-from integrations.google_common.links import Link, links_of
-from worker.context import Context
-from worker.tokens import LinkNeedsReconnect
+from integrations.google_common.links import links_of
+from worker.sdk import Context, Link, LinkNeedsReconnect
 
 UPSERT_MAPPING = """
     INSERT INTO google_calendar_task_events (team_id, task_id, link_id, integration_id, calendar_id, event_id, etag)

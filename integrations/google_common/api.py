@@ -9,10 +9,7 @@ from typing import Any
 
 import httpx
 
-from worker.context import Context
-from worker.errors import Failure, classify_response, parse_retry_after
-from worker.outbound import call
-from worker.tokens import TokenRefresher
+from worker.sdk import Context, Failure, TokenRefresher, call, classify_response, parse_retry_after
 
 RATE_LIMIT_REASONS = frozenset(
     {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "usageLimits", "RESOURCE_EXHAUSTED"}

@@ -18,13 +18,20 @@ from urllib.parse import urlencode
 import httpx
 
 from integrations.google_common.settings import GoogleSettings
-from worker.context import IngressContext
-from worker.errors import IntegrationError, PermanentError, classify_response
-from worker.install import InstallError
-from worker.integration import InstallRejected, OAuthStart
-from worker.outbound import call
-from worker.redact import redact
-from worker.tokens import InvalidGrant, TokenGrant
+from worker.sdk import (
+    Context,
+    InstallRejected,
+    IntegrationError,
+    IntegrationRecord,
+    InvalidGrant,
+    NewLink,
+    OAuthStart,
+    PermanentError,
+    TokenGrant,
+    call,
+    classify_response,
+    redact,
+)
 
 IDENTITY_SCOPES = ("openid", "email")
 
@@ -86,7 +93,8 @@ async def _token_request(http: httpx.AsyncClient, settings: GoogleSettings, form
     return _grant(response.json())
 
 
-AfterLink = Callable[[IngressContext, str, str, GoogleSettings], Awaitable[None]]
+# What to do once a user is linked: `ctx` is bound to the integration, then the link's id.
+AfterLink = Callable[[Context, str, GoogleSettings], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,7 @@ class GoogleOAuthFlow:
     link_config: dict[str, Any] = field(default_factory=dict)
     after_link: AfterLink | None = None
 
-    def authorize_url(self, ctx: IngressContext, *, state: str, redirect_uri: str, start: OAuthStart) -> str:
+    def authorize_url(self, ctx: Context, *, state: str, redirect_uri: str, start: OAuthStart) -> str:
         settings = ctx.settings_as(self.settings_model)
         if not settings.client_id:
             raise InstallRejected(f"{ctx.type}: the Google OAuth client is not configured (CLIENT_ID setting)")
@@ -115,7 +123,7 @@ class GoogleOAuthFlow:
         }
         return f"{settings.auth_url}?{urlencode(query)}"
 
-    async def complete(self, ctx: IngressContext, *, code: str, redirect_uri: str, start: OAuthStart) -> str | None:
+    async def complete(self, ctx: Context, *, code: str, redirect_uri: str, start: OAuthStart) -> str | None:
         if not start.user_id:
             raise InstallRejected("a Google account is linked to a platform user: start the flow with user_id")
         settings = ctx.settings_as(self.settings_model)
@@ -133,54 +141,47 @@ class GoogleOAuthFlow:
             raise InstallRejected(f"Google refused the authorization code ({exc})") from None
         except IntegrationError as exc:
             raise InstallRejected(f"Google sign-in failed: {redact(str(exc))}") from None
-        integration_id = await self._integration(ctx, start)
-        existing = await ctx.fetchrow(
-            "SELECT refresh_token IS NOT NULL AS has_refresh FROM integration_user_link"
-            " WHERE integration_id = $1 AND external_user_id = $2",
-            integration_id,
-            email,
-        )
-        if grant.refresh_token is None and not (existing and existing["has_refresh"]):
+        record = await self._integration(ctx, start)
+        linked = ctx.bound(record)
+        existing = await linked.links.find(email)
+        if grant.refresh_token is None and not (existing is not None and existing.has_refresh_token):
             raise InstallRejected(
                 "Google returned no refresh token: remove the app's access in the Google account settings"
                 " and connect again"
             )
-        link_id = await ctx.tokens.save(
-            team_id=start.team_id,
-            integration_id=integration_id,
-            integration_type=ctx.type,
-            user_id=start.user_id,
-            external_user_id=email,
-            external_user_name=name,
-            grant=grant,
-            config={**self.link_config, "scopes": sorted((grant.scope or "").split())},
+        link_id = await linked.tokens.save(
+            NewLink(
+                team_id=start.team_id,
+                integration_id=record.id,
+                integration_type=ctx.type,
+                user_id=start.user_id,
+                external_user_id=email,
+                external_user_name=name,
+                grant=grant,
+                config={**self.link_config, "scopes": sorted((grant.scope or "").split())},
+            )
         )
         if self.after_link is not None:
             try:
-                await self.after_link(ctx, integration_id, link_id, settings)
+                await self.after_link(linked, link_id, settings)
             except Exception as exc:  # the schedule will catch up; the link itself is stored
                 ctx.log.warning("after-link step failed; the schedule will retry it", error=redact(str(exc)))
-        return integration_id
+        return record.id
 
-    async def _integration(self, ctx: IngressContext, start: OAuthStart) -> str:
+    async def _integration(self, ctx: Context, start: OAuthStart) -> IntegrationRecord:
+        """The team's integration of this type: the one named, else its only one, else a new one."""
         if start.integration_id:
-            record = await ctx.integration(start.integration_id)
+            record = await ctx.integrations.get(start.integration_id)
             if record is None or record.team_id != start.team_id:
                 raise InstallRejected(f"no {ctx.type} integration {start.integration_id} for this team")
-            return record.id
-        row = await ctx.fetchrow(
-            "SELECT id FROM integrations WHERE team_id = $1 AND type = $2 AND external_team_id IS NULL",
-            start.team_id,
-            ctx.type,
-        )
-        if row is not None:
-            found: str = row["id"]
-            return found
+            return record
+        for record in await ctx.integrations.of_team(start.team_id):
+            if record.external_team_id is None:
+                return record
         try:
-            installed = await ctx.install(team_id=start.team_id, user_id=start.user_id, config={})
-        except InstallError as exc:
-            raise InstallRejected(f"could not install {ctx.type}: {exc.message}") from None
-        return installed.id
+            return await ctx.install(team_id=start.team_id, user_id=start.user_id, config={})
+        except InstallRejected as exc:
+            raise InstallRejected(f"could not install {ctx.type}: {exc}") from None
 
 
 async def _identity(http: httpx.AsyncClient, settings: GoogleSettings, access_token: str) -> tuple[str, str | None]:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import jwt
 
-from worker.cache import TTLCache
+from worker.sdk import TTLCache
 
 ISSUERS = ("https://accounts.google.com", "accounts.google.com")
 LEEWAY_SECONDS = 10

@@ -5,7 +5,7 @@ in the thread; team notifications go to a configured channel."""
 from integrations.mattermost import commands, files, install, listener, verify
 from integrations.mattermost.config import MattermostConfig
 from integrations.mattermost.handle import HANDLERS
-from worker.integration import Action, Integration, Lifecycle, Service
+from worker.sdk import Action, Integration, Lifecycle, Service
 
 integration = Integration(
     type="mattermost",

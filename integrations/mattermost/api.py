@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 
 from integrations.mattermost.config import MattermostConfig
-from worker.context import Context
-from worker.outbound import call as outbound_call
+from worker.sdk import Context
+from worker.sdk import call as outbound_call
 
 ME_TTL = 3600.0
 

@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from integrations.mattermost import api
 from integrations.mattermost.config import MattermostConfig
-from worker.context import Context
-from worker.errors import PermanentError
+from worker.sdk import Context, PermanentError
 
 MAX_MESSAGE = 16383
 COMMAND_PROP = "iw_command_id"

@@ -5,15 +5,12 @@ from __future__ import annotations
 import re
 
 from integrations.mattermost.config import MattermostConfig
-from worker.attachments import download
-from worker.context import IngressContext, IntegrationRecord
-from worker.errors import PermanentError
-from worker.integration import Download
+from worker.sdk import Context, Download, IntegrationRecord, PermanentError, download
 
 _FILE_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
 
-async def fetch(ctx: IngressContext, record: IntegrationRecord, ref: str) -> Download:
+async def fetch(ctx: Context, record: IntegrationRecord, ref: str) -> Download:
     if not _FILE_ID.match(ref):
         raise PermanentError("not a Mattermost file id")
     config = record.config

@@ -4,7 +4,7 @@ outgoing webhooks and slash commands (the ingress)."""
 from __future__ import annotations
 
 from integrations.mattermost import messages
-from worker.integration import Handler
+from worker.sdk import Handler
 
 HANDLERS = [
     Handler("webhook", "posted", messages.on_posted),

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from integrations.mattermost.api import fetch_me
 from integrations.mattermost.config import MattermostConfig
-from worker.context import Context
-from worker.errors import TransientError
-from worker.integration import InstallRejected
-from worker.outbound import ProviderError
+from worker.sdk import Context, InstallRejected, ProviderError, TransientError
 
 
 async def validate(ctx: Context) -> None:

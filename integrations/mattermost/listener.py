@@ -13,55 +13,67 @@ fetched when it connects again (integrations/mattermost/catch_up.py).
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Any
 
 import orjson
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_exponential_jitter,
+)
 from websockets.asyncio.client import connect
 
 from integrations.mattermost.api import Me, fetch_me
 from integrations.mattermost.catch_up import Gap, missed_posts
 from integrations.mattermost.config import MattermostConfig
 from schemas.envelope import Envelope
-from worker.context import BackgroundContext
-from worker.redact import redact
+from worker.sdk import Context, redact
 
 MAX_BACKOFF = 30.0
 PUBLISH_ATTEMPTS = 5
 
 
+class SessionEnded(Exception):
+    """The socket closed or failed: connect again, after the backoff."""
+
+
 class Backoff:
-    def __init__(self, first: float = 0.5, most: float = MAX_BACKOFF) -> None:
-        self.first, self.most, self.current = first, most, first
+    """0.5 s doubling to 30 s, with jitter; back to the start once the server said hello."""
 
-    def next(self) -> float:
-        delay = self.current * (1 + random.random() * 0.3)
-        self.current = min(self.current * 2, self.most)
-        return delay
+    def __init__(self) -> None:
+        self.wait = wait_exponential_jitter(multiplier=0.5, max=MAX_BACKOFF, jitter=0.3)
+        self.hello = False
 
-    def reset(self) -> None:
-        self.current = self.first
+    def __call__(self, state: RetryCallState) -> float:
+        if self.hello:
+            self.hello = False
+            state.attempt_number = 1
+        return float(self.wait(state))
 
 
-async def run(ctx: BackgroundContext) -> None:
+async def run(ctx: Context) -> None:
     assert ctx.integration is not None
     config = ctx.config_as(MattermostConfig)
     backoff = Backoff()
     gap = Gap.at_start_up(int(ctx.integration.row.created_at.timestamp() * 1000))
-    while True:
-        try:
-            await _session(ctx, config, backoff, gap)
-            ctx.log.info("mattermost websocket closed by the server")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            ctx.log.warning("mattermost websocket failed", error=redact(f"{type(exc).__name__}: {exc}"))
-        finally:
-            gap.session_ended()
-        await asyncio.sleep(backoff.next())
+    async for attempt in AsyncRetrying(retry=retry_if_exception_type(SessionEnded), wait=backoff):
+        with attempt:
+            try:
+                await _session(ctx, config, backoff, gap)
+                ctx.log.info("mattermost websocket closed by the server")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                ctx.log.warning("mattermost websocket failed", error=redact(f"{type(exc).__name__}: {exc}"))
+            finally:
+                gap.session_ended()
+            raise SessionEnded
 
 
-async def _session(ctx: BackgroundContext, config: MattermostConfig, backoff: Backoff, gap: Gap) -> None:
+async def _session(ctx: Context, config: MattermostConfig, backoff: Backoff, gap: Gap) -> None:
     me = await fetch_me(ctx.http, config)
     async with connect(
         config.websocket_url,
@@ -81,7 +93,7 @@ async def _session(ctx: BackgroundContext, config: MattermostConfig, backoff: Ba
                 continue
             gap.alive()
             if event.get("event") == "hello":
-                backoff.reset()
+                backoff.hello = True
                 ctx.log.info("mattermost websocket connected", bot_user_id=me.id)
                 if gap.start is not None:  # live posts wait in the socket meanwhile
                     await _catch_up(ctx, config, me, gap.start)
@@ -92,7 +104,7 @@ async def _session(ctx: BackgroundContext, config: MattermostConfig, backoff: Ba
                     await _publish(ctx, envelope)
 
 
-async def _catch_up(ctx: BackgroundContext, config: MattermostConfig, me: Me, since: int) -> None:
+async def _catch_up(ctx: Context, config: MattermostConfig, me: Me, since: int) -> None:
     missed = await missed_posts(ctx.http, config, me, since)
     for data in missed:
         envelope = posted_envelope(ctx, me, data, source="catch_up")
@@ -111,9 +123,7 @@ def _json(value: Any, default: Any) -> Any:
     return value if value is not None else default
 
 
-def posted_envelope(
-    ctx: BackgroundContext, me: Me, data: dict[str, Any], *, source: str = "websocket"
-) -> Envelope | None:
+def posted_envelope(ctx: Context, me: Me, data: dict[str, Any], *, source: str = "websocket") -> Envelope | None:
     """The envelope of a `posted` event that concerns the bot, else None."""
     assert ctx.integration is not None
     post = _json(data.get("post"), {})  # a JSON-encoded string
@@ -143,15 +153,19 @@ def posted_envelope(
     )
 
 
-async def _publish(ctx: BackgroundContext, envelope: Envelope) -> None:
-    """Publish (confirmed); the broker down a moment is waited out, longer drops the socket so the
-    reconnect starts afresh."""
-    for attempt in range(PUBLISH_ATTEMPTS):
-        try:
-            await ctx.publish(envelope)
-            return
-        except Exception as exc:
-            if attempt == PUBLISH_ATTEMPTS - 1:
-                raise
-            ctx.log.warning("publishing a mattermost post failed; retrying", error=type(exc).__name__)
-            await asyncio.sleep(0.2 * 2**attempt)
+async def _publish(ctx: Context, envelope: Envelope) -> None:
+    """Publish (confirmed); the broker down a moment is waited out (0.2 s doubling, 5 tries),
+    longer drops the socket so the reconnect starts afresh."""
+
+    def retrying(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        ctx.log.warning("publishing a mattermost post failed; retrying", error=type(error).__name__)
+
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(PUBLISH_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.2),
+        before_sleep=retrying,
+        reraise=True,
+    ):
+        with attempt:
+            await ctx.publish_now(envelope)

@@ -14,9 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations.mattermost import api
-from worker.attachments import AttachmentSource
-from worker.context import Context
-from worker.conversation import Command, IncomingMessage, Replies, Sender, receive, strip_mentions
+from worker.sdk import AttachmentSource, Context
+from worker.sdk.conversation import Command, IncomingMessage, Replies, Sender, receive, strip_mentions
 
 ACK_EMOJI = "eyes"
 

@@ -18,8 +18,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from integrations.mattermost.config import MattermostConfig
-from worker.context import IngressContext
-from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
+from worker.sdk import Accept, Context, Reply, WebhookRejected, WebhookRequest
 
 WORKING = "Working on it…"
 
@@ -45,10 +44,10 @@ def _token(request: WebhookRequest, fields: dict[str, Any]) -> str:
     return value.strip() if scheme.lower() == "token" else ""
 
 
-async def receive(request: WebhookRequest, ctx: IngressContext) -> Accept | Reply:
+async def receive(request: WebhookRequest, ctx: Context) -> Accept | Reply:
     if not request.integration_id:
         raise WebhookRejected(404, "post to /webhooks/mattermost/{integration_id}")
-    record = await ctx.integration(request.integration_id)
+    record = await ctx.integrations.get(request.integration_id)
     if record is None:
         raise WebhookRejected(404, "unknown Mattermost integration")
     config = record.config

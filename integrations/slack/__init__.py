@@ -4,7 +4,7 @@ people not linked yet); the agent answers in the thread. Installed through OAuth
 from integrations.slack import commands, files, install, oauth, verify
 from integrations.slack.config import SlackConfig, SlackSettings
 from integrations.slack.handle import HANDLERS
-from worker.integration import Action, Integration, Lifecycle
+from worker.sdk import Action, Integration, Lifecycle
 
 integration = Integration(
     type="slack",

@@ -9,8 +9,8 @@ import orjson
 from integrations.slack import tokens
 from integrations.slack.config import SlackSettings
 from integrations.slack.errors import classify
-from worker.context import Context
-from worker.outbound import call as outbound_call
+from worker.sdk import Context
+from worker.sdk import call as outbound_call
 
 
 async def call(

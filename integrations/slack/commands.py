@@ -17,8 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from integrations.slack import api
 from integrations.slack.errors import error_of
-from worker.context import Context
-from worker.outbound import ProviderError
+from worker.sdk import Context, ProviderError
 
 
 class PostMessageInput(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from worker.errors import Failure, classify_response, parse_retry_after
+from worker.sdk import Failure, classify_response, parse_retry_after
 
 TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from integrations.slack import lifecycle, messages
-from worker.integration import Handler
+from worker.sdk import Handler
 
 HANDLERS = [
     Handler("webhook", "app_mention", messages.on_app_mention),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations.slack.config import SlackConfig
-from worker.context import Context
+from worker.sdk import Context
 
 
 class RevokedTokens(BaseModel):

@@ -13,10 +13,8 @@ from pydantic import BaseModel, ConfigDict
 
 from integrations.slack import api
 from integrations.slack.config import SlackConfig
-from worker.attachments import AttachmentSource
-from worker.context import Context
-from worker.conversation import Command, IncomingMessage, Replies, Sender, receive, strip_mentions
-from worker.errors import IntegrationError
+from worker.sdk import AttachmentSource, Context, IntegrationError
+from worker.sdk.conversation import Command, IncomingMessage, Replies, Sender, receive, strip_mentions
 
 ACK_EMOJI = "eyes"
 USER_NAME_TTL = 3600.0

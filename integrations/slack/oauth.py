@@ -17,10 +17,7 @@ import httpx
 
 from integrations.slack.config import SlackSettings
 from integrations.slack.errors import classify, error_of
-from worker.context import IngressContext
-from worker.errors import TransientError
-from worker.integration import InstallRejected, OAuthStart
-from worker.outbound import ProviderError, call
+from worker.sdk import Context, InstallRejected, OAuthStart, ProviderError, TransientError, call
 
 
 def _credentials(settings: SlackSettings) -> tuple[str, str]:
@@ -30,7 +27,7 @@ def _credentials(settings: SlackSettings) -> tuple[str, str]:
 
 
 class SlackOAuth:
-    def authorize_url(self, ctx: IngressContext, *, state: str, redirect_uri: str, start: OAuthStart) -> str:
+    def authorize_url(self, ctx: Context, *, state: str, redirect_uri: str, start: OAuthStart) -> str:
         settings = ctx.settings_as(SlackSettings)
         client_id, _ = _credentials(settings)
         query = urlencode(
@@ -38,7 +35,7 @@ class SlackOAuth:
         )
         return f"{settings.authorize_url}?{query}"
 
-    async def complete(self, ctx: IngressContext, *, code: str, redirect_uri: str, start: OAuthStart) -> str | None:
+    async def complete(self, ctx: Context, *, code: str, redirect_uri: str, start: OAuthStart) -> str | None:
         settings = ctx.settings_as(SlackSettings)
         client_id, client_secret = _credentials(settings)
         try:

@@ -18,9 +18,7 @@ from pydantic import SecretStr
 
 from integrations.slack.config import SlackConfig, SlackSettings
 from integrations.slack.errors import classify, error_of
-from worker.context import Context
-from worker.errors import PermanentError
-from worker.outbound import ProviderError, call
+from worker.sdk import Context, PermanentError, ProviderError, call
 
 REFRESH_MARGIN = timedelta(hours=2)
 
@@ -47,11 +45,8 @@ async def bot_token(ctx: Context) -> str:
 
 
 async def _stored(ctx: Context) -> SlackConfig:
-    assert ctx.integration is not None
-    row = await ctx.db.fetchrow("SELECT config FROM integrations WHERE team_id = $1 AND id = $2", ctx.integration.id)
-    if row is None:
-        raise PermanentError("the Slack integration is no longer installed")
-    return SlackConfig.model_validate(ctx.secrets.open(row["config"]))
+    """The config as stored now: another process may have rotated the token meanwhile."""
+    return (await ctx.integrations.reload()).config_as(SlackConfig)
 
 
 async def _refresh(ctx: Context) -> tuple[str, datetime]:

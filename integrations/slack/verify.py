@@ -17,8 +17,7 @@ import orjson
 
 from integrations.slack.config import SlackSettings
 from schemas.envelope import valid_name
-from worker.context import IngressContext
-from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
+from worker.sdk import Accept, Context, Reply, WebhookRejected, WebhookRequest
 
 WINDOW_SECONDS = 300
 KEPT_HEADERS = ("x-slack-retry-num", "x-slack-retry-reason")
@@ -59,7 +58,7 @@ def _team(payload: dict[str, object]) -> str | None:
     return enterprise if isinstance(enterprise, str) and enterprise else None
 
 
-async def receive(request: WebhookRequest, ctx: IngressContext) -> Accept | Reply:
+async def receive(request: WebhookRequest, ctx: Context) -> Accept | Reply:
     settings = ctx.settings_as(SlackSettings)
     if settings.signing_secret is None:
         raise WebhookRejected(401, "Slack requests are refused: IW_SLACK_SIGNING_SECRET is not set")

@@ -2,7 +2,7 @@
 
 from integrations.smtp import send_email
 from integrations.smtp.config import SmtpConfig, SmtpSettings
-from worker.integration import Action, Integration, Lifecycle
+from worker.sdk import Action, Integration, Lifecycle
 
 integration = Integration(
     type="smtp",

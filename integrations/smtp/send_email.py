@@ -18,9 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from integrations.email_common.compose import EmailAddress, compose, domain_of
 from integrations.smtp import transport
 from integrations.smtp.config import SmtpConfig, SmtpSettings
-from worker.context import Context, derived_id
-from worker.integration import InstallRejected
-from worker.redact import redact
+from worker.sdk import Context, InstallRejected, derived_id, redact
 
 
 def _as_list(value: Any) -> Any:

@@ -19,8 +19,7 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from integrations.smtp.config import SmtpConfig, SmtpSettings
-from worker.errors import PermanentError, TransientError
-from worker.redact import redact
+from worker.sdk import PermanentError, TransientError, redact
 
 
 def tls_context(settings: SmtpSettings) -> ssl.SSLContext:

@@ -5,7 +5,7 @@ assistant on by installing `task-comments` (the bot's user id and name)."""
 
 from integrations.task_comments import comments
 from integrations.task_comments.config import TaskCommentsConfig
-from worker.integration import Action, Handler, Integration
+from worker.sdk import Action, Handler, Integration
 
 integration = Integration(
     type="task-comments",

@@ -15,8 +15,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from integrations.task_comments.config import TaskCommentsConfig
 from schemas.events import TaskCommentReaction, TaskCommentReply
-from worker.context import Context
-from worker.conversation import IncomingMessage, Replies, Sender, receive, strip_mentions
+from worker.sdk import Context
+from worker.sdk.conversation import IncomingMessage, Replies, Sender, receive, strip_mentions
 
 ACK_EMOJI = "eyes"
 

@@ -7,7 +7,7 @@ ingress (verify.py), a handler (handle.py), an action (send.py), a config with a
 
 from integrations.telegram import handle, lifecycle, send, verify
 from integrations.telegram.config import TelegramConfig, TelegramSettings
-from worker.integration import Action, Integration, Lifecycle
+from worker.sdk import Action, Integration, Lifecycle
 
 integration = Integration(
     type="telegram",

@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 
 from integrations.telegram.config import TelegramConfig, TelegramSettings
-from worker.errors import Failure
-from worker.outbound import call
+from worker.sdk import Failure, call
 
 
 def _description(response: httpx.Response) -> str:

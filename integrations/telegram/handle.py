@@ -6,8 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import TaskIntake
-from worker.context import Context
-from worker.integration import Handler
+from worker.sdk import Context, Handler
 
 
 class User(BaseModel):

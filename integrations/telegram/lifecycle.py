@@ -6,9 +6,7 @@ from __future__ import annotations
 from integrations.telegram.api import bot
 from integrations.telegram.config import TelegramConfig, TelegramSettings
 from integrations.telegram.verify import webhook_secret
-from worker.context import Context
-from worker.integration import InstallRejected
-from worker.outbound import ProviderError
+from worker.sdk import Context, InstallRejected, ProviderError
 
 
 async def validate(ctx: Context) -> None:

@@ -11,9 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from integrations.telegram.api import bot
 from integrations.telegram.config import TelegramConfig, TelegramSettings
-from worker.context import Context
-from worker.errors import ActionRefused
-from worker.outbound import ProviderError
+from worker.sdk import ActionRefused, Context, ProviderError
 
 
 class SendMessageInput(BaseModel):

@@ -13,8 +13,7 @@ import hmac
 
 import orjson
 
-from worker.context import IngressContext
-from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
+from worker.sdk import Accept, Context, Reply, WebhookRejected, WebhookRequest
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105 - a header name
 UPDATE_KINDS = ("message", "edited_message", "channel_post", "edited_channel_post", "callback_query")
@@ -25,7 +24,7 @@ def webhook_secret(signing_key: str, integration_id: str) -> str:
     return hmac.new(signing_key.encode(), f"telegram-webhook:{integration_id}".encode(), hashlib.sha256).hexdigest()
 
 
-async def receive(request: WebhookRequest, ctx: IngressContext) -> Accept | Reply:
+async def receive(request: WebhookRequest, ctx: Context) -> Accept | Reply:
     if request.integration_id is None:
         raise WebhookRejected(404, "Telegram webhooks go to /webhooks/telegram/{integration_id}")
     expected = webhook_secret(ctx.runtime_settings.signing_key.get_secret_value(), request.integration_id)

@@ -4,7 +4,7 @@ account-link flow for numbers not linked yet); answers go back through Twilio's 
 from integrations.whatsapp import commands, files, verify
 from integrations.whatsapp.config import WhatsappConfig, WhatsappSettings
 from integrations.whatsapp.messages import on_message
-from worker.integration import Action, Handler, Integration
+from worker.sdk import Action, Handler, Integration
 
 integration = Integration(
     type="whatsapp",

@@ -10,8 +10,7 @@ from urllib.parse import urlencode
 import httpx
 
 from integrations.whatsapp.config import WhatsappSettings
-from worker.errors import Failure, PermanentError, parse_retry_after
-from worker.outbound import call
+from worker.sdk import Failure, PermanentError, call, parse_retry_after
 
 HINTS = {
     21211: "the To number is invalid",

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from integrations.whatsapp import api
 from integrations.whatsapp.config import E164, WhatsappConfig, WhatsappSettings, phone
-from worker.context import Context
+from worker.sdk import Context
 
 
 class SendMessageInput(BaseModel):

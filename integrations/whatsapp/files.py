@@ -9,13 +9,10 @@ from urllib.parse import urlsplit
 
 from integrations.whatsapp import api
 from integrations.whatsapp.config import WhatsappSettings
-from worker.attachments import download
-from worker.context import IngressContext, IntegrationRecord
-from worker.errors import PermanentError
-from worker.integration import Download
+from worker.sdk import Context, Download, IntegrationRecord, PermanentError, download
 
 
-async def fetch(ctx: IngressContext, record: IntegrationRecord, ref: str) -> Download:
+async def fetch(ctx: Context, record: IntegrationRecord, ref: str) -> Download:
     settings = ctx.settings_as(WhatsappSettings)
     parts = urlsplit(ref)
     if parts.scheme not in ("https", "http") or (parts.hostname or "").lower() not in settings.allowed_media_hosts():

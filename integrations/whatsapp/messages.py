@@ -9,9 +9,8 @@ number's; a linked person gets a short "working on it" reply.
 from __future__ import annotations
 
 from integrations.whatsapp.config import WhatsappSettings, phone
-from worker.attachments import AttachmentSource
-from worker.context import Context
-from worker.conversation import Command, IncomingMessage, Replies, Sender, receive
+from worker.sdk import AttachmentSource, Context
+from worker.sdk.conversation import Command, IncomingMessage, Replies, Sender, receive
 
 MAX_MEDIA = 10
 

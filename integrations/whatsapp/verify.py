@@ -14,13 +14,12 @@ from urllib.parse import parse_qsl
 
 from integrations.whatsapp import signature
 from integrations.whatsapp.config import WhatsappSettings, phone
-from worker.context import IngressContext
-from worker.integration import Accept, Reply, WebhookRejected, WebhookRequest
+from worker.sdk import Accept, Context, Reply, WebhookRejected, WebhookRequest
 
 EMPTY_TWIML = Reply(200, b'<?xml version="1.0" encoding="UTF-8"?><Response/>', "text/xml")
 
 
-async def receive(request: WebhookRequest, ctx: IngressContext) -> Accept | Reply:
+async def receive(request: WebhookRequest, ctx: Context) -> Accept | Reply:
     settings = ctx.settings_as(WhatsappSettings)
     if settings.auth_token is None:
         raise WebhookRejected(401, "Twilio requests are refused: IW_WHATSAPP_AUTH_TOKEN is not set")

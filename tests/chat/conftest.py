@@ -30,11 +30,12 @@ from tests.fakes.mattermost import FakeMattermostState
 from tests.fakes.server import BackgroundServer
 from tests.fakes.slack import FakeSlackState
 from tests.fakes.twilio import FakeTwilioState
-from worker import dead, signing
-from worker.consumer import Worker
-from worker.install import InstallRequest, install
-from worker.runtime import Runtime
-from worker.services import ServiceRunner, lock_key
+from worker.cli import dead
+from worker.core import signing
+from worker.platform.install import InstallRequest, install
+from worker.runtime.runtime import Runtime
+from worker.runtime.services import ServiceRunner, lock_key
+from worker.runtime.worker import Worker
 
 SLACK_SIGNING_SECRET = "slack-signing-secret"
 

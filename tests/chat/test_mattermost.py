@@ -24,10 +24,10 @@ from tests.conftest import TEAM, Results, eventually
 from tests.fakes import mattermost as fake_mattermost
 from tests.fakes.mattermost import FakeMattermostState, posted_event
 from tests.helpers import publish
-from worker.consumer import Worker
-from worker.install import InstallError, InstallRequest, install
-from worker.runtime import Runtime
-from worker.services import ServiceRunner
+from worker.platform.install import InstallError, InstallRequest, install
+from worker.runtime.runtime import Runtime
+from worker.runtime.services import ServiceRunner
+from worker.runtime.worker import Worker
 
 ALICE = "alice000000000000000000000"
 

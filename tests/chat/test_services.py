@@ -17,10 +17,10 @@ from tests.chat.conftest import link_token_in, listener_holder, soon, spawn_work
 from tests.conftest import TEAM, eventually
 from tests.fakes import mattermost as fake_mattermost
 from tests.fakes.mattermost import FakeMattermostState, posted_event
-from worker.ingress import create_app
-from worker.install import InstallRequest, install, uninstall
-from worker.runtime import Runtime
-from worker.services import ServiceRunner
+from worker.cli.serve import create_app
+from worker.platform.install import InstallRequest, install, uninstall
+from worker.runtime.runtime import Runtime
+from worker.runtime.services import ServiceRunner
 
 
 async def test_two_worker_processes_hold_one_listener_and_killing_the_holder_moves_it(

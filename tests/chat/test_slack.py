@@ -33,11 +33,11 @@ from tests.conftest import TEAM, Results, eventually, queue_depth
 from tests.fakes import slack as fake_slack
 from tests.fakes.slack import FakeSlackState
 from tests.helpers import publish
-from worker import signing
-from worker.consumer import Worker
-from worker.install import InstallRequest, install
-from worker.logging import get_logger
-from worker.runtime import Runtime
+from worker.core import signing
+from worker.core.logging import get_logger
+from worker.platform.install import InstallRequest, install
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 
 async def test_unlinked_person_gets_one_association_link_then_reaches_the_agent_once_linked(
@@ -452,7 +452,7 @@ async def test_a_token_another_process_rotated_is_used_not_refreshed_again(
     assert slack.of("oauth.v2.access") == [{"grant_type": "refresh_token", "refresh_token": "xoxe-spent"}]
 
     again = runtime.context(envelope, record, log=get_logger())
-    runtime.caches["slack"].delete(f"bot-token:{record.id}")
+    runtime.backend.cache("slack").delete(f"bot-token:{record.id}")
     assert await tokens.bot_token(again) == fresh  # found in the store: no second refresh
     assert len(slack.of("oauth.v2.access")) == 1
 

@@ -10,9 +10,9 @@ import pytest
 from tests.chat.conftest import parked, settled
 from tests.conftest import TEAM, Results
 from tests.helpers import publish
-from worker.consumer import Worker
-from worker.install import InstallRequest, install
-from worker.runtime import Runtime
+from worker.platform.install import InstallRequest, install
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from tests.conftest import TEAM, Results, eventually, queue_depth
 from tests.fakes import twilio as fake_twilio
 from tests.fakes.twilio import FakeTwilioState
 from tests.helpers import publish
-from worker.consumer import Worker
-from worker.runtime import Runtime
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 ALICE = "+15551230001"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'

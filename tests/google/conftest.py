@@ -20,10 +20,9 @@ from schemas.envelope import Envelope, dumps_envelope
 from tests.conftest import TEAM, eventually
 from tests.fakes.google import CLIENT_ID, CLIENT_SECRET, FakeGoogleState, StateProxy, build_app
 from tests.fakes.server import BackgroundServer
-from worker.context import IntegrationRecord
-from worker.install import InstallRequest, install
-from worker.runtime import Runtime
-from worker.tokens import TokenGrant
+from worker.platform.install import InstallRequest, install
+from worker.runtime.runtime import Runtime
+from worker.sdk import IntegrationRecord, NewLink, TokenGrant
 
 PUSH_ACCOUNT = "gmail-push@iw-test.iam.gserviceaccount.com"
 PUSH_AUDIENCE = "https://iw.example.com/webhooks/gmail"
@@ -97,14 +96,16 @@ async def link_user(
     """A finished consent: tokens stored on the link (encrypted). Returns (link id, access, refresh)."""
     access, refresh = google.grant(address, expires_in=max(expires_in, 1))
     link_id = await runtime.tokens.save(
-        team_id=integration.team_id,
-        integration_id=integration.id,
-        integration_type=integration.type,
-        user_id=user_id,
-        external_user_id=address,
-        external_user_name="Ann",
-        grant=TokenGrant(access, expires_in, refresh),
-        config=config,
+        NewLink(
+            team_id=integration.team_id,
+            integration_id=integration.id,
+            integration_type=integration.type,
+            user_id=user_id,
+            external_user_id=address,
+            external_user_name="Ann",
+            grant=TokenGrant(access, expires_in, refresh),
+            config=config,
+        )
     )
     return link_id, access, refresh
 

@@ -10,12 +10,13 @@ import time
 from integrations.gmail.config import GmailSettings
 from integrations.google_common.oauth import GoogleRefresher
 from integrations.registry import REGISTRY
-from worker.runtime import Runtime
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.platform import attach
+from worker.runtime.runtime import Runtime
 
 
 async def main(link_id: str, start_at: float) -> None:
-    runtime = Runtime(Settings(), REGISTRY)
+    runtime = attach(Runtime(Settings(), REGISTRY))
     await runtime.start(migrate=False, broker=False)
     try:
         await asyncio.sleep(max(0.0, start_at - time.time()))

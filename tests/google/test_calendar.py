@@ -13,10 +13,10 @@ import httpx
 from tests.conftest import TEAM, Results, eventually, queue_depth
 from tests.fakes.google import Calendar, FakeGoogleState
 from tests.google.conftest import ANN, USER, Replies, command, install_type, link_user
-from worker import dead
-from worker.consumer import Worker
-from worker.context import IntegrationRecord
-from worker.runtime import Runtime
+from worker.cli import dead
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
+from worker.sdk import IntegrationRecord
 
 TASK = uuid.UUID("0b6f3a5e-8c1d-4f7a-9e2b-5d4c3b2a1f00")
 
@@ -324,7 +324,7 @@ class _worker:
 async def test_turning_push_off_or_uninstalling_stops_the_channels(
     runtime: Runtime, google: FakeGoogleState, worker: Worker
 ) -> None:
-    from worker.install import uninstall  # noqa: PLC0415
+    from worker.platform.install import uninstall  # noqa: PLC0415
 
     integration, link_id = await calendar_ready(runtime, google)
     await channel_ready(runtime, google, link_id, integration)

@@ -28,8 +28,8 @@ from tests.google.conftest import (
     push_request,
     watched,
 )
-from worker.consumer import Worker
-from worker.runtime import Runtime
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 FILTERS = {
@@ -331,7 +331,7 @@ async def test_a_crash_between_fetching_and_committing_loses_and_duplicates_noth
 async def test_reinstalling_rewatches_and_uninstalling_stops_the_watches(
     runtime: Runtime, google: FakeGoogleState, worker: Worker
 ) -> None:
-    from worker.install import uninstall  # noqa: PLC0415
+    from worker.platform.install import uninstall  # noqa: PLC0415
 
     gmail, link_id = await gmail_ready(runtime, google)
     box = google.mailbox(ANN)

@@ -10,8 +10,8 @@ from schemas.envelope import Envelope, dumps_envelope
 from tests.conftest import eventually
 from tests.fakes.google import FakeGoogleState
 from tests.google.conftest import ANN, Replies, command, install_type, link_user, mail, parked
-from worker.consumer import Worker
-from worker.runtime import Runtime
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 
 async def test_list_recent_emails(runtime: Runtime, google: FakeGoogleState, worker: Worker, replies: Replies) -> None:

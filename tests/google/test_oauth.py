@@ -13,8 +13,8 @@ from integrations.gmail.config import SCOPES
 from tests.conftest import TEAM, Results, eventually
 from tests.fakes.google import CLIENT_ID, FakeGoogleState
 from tests.google.conftest import ANN, USER, install_type, link_user
-from worker.consumer import Worker
-from worker.runtime import Runtime
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 RETURN_TO = "https://app.example.com/settings/integrations"
 

@@ -16,12 +16,13 @@ import pytest
 from tests.conftest import Results, eventually
 from tests.fakes.google import FakeGoogleState
 from tests.google.conftest import ANN, TOPIC, install_type, link_user, mail, watched
-from worker.consumer import Worker
-from worker.context import BackgroundContext
-from worker.integration import Integration, Registry, Schedule
-from worker.runtime import Runtime
-from worker.schedules import ScheduleRunner
-from worker.settings import Settings
+from worker.core.settings import Settings
+from worker.platform import attach
+from worker.runtime.runtime import Runtime
+from worker.runtime.schedules import ScheduleRunner
+from worker.runtime.worker import Worker
+from worker.sdk import Context as BackgroundContext
+from worker.sdk import Integration, Registry, Schedule
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +45,7 @@ async def ticker_runtimes(settings: Settings) -> AsyncIterator[tuple[Ticker, Run
     registry = Registry(
         [Integration(type="ticker", name="Ticker", description="test", schedules=[Schedule("tick", 3600, ticker.job)])]
     )
-    first, second = Runtime(settings, registry), Runtime(settings, registry)
+    first, second = attach(Runtime(settings, registry)), attach(Runtime(settings, registry))
     await first.start(broker=False)
     await second.start(broker=False)
     try:
@@ -59,7 +60,7 @@ async def ticker_runtimes(settings: Settings) -> AsyncIterator[tuple[Ticker, Run
 
 async def test_a_due_schedule_runs_on_exactly_one_worker(ticker_runtimes: tuple[Ticker, Runtime, Runtime]) -> None:
     ticker, first, second = ticker_runtimes
-    runners = [ScheduleRunner(first), ScheduleRunner(second)]
+    runners = [ScheduleRunner(first, with_maintenance=False), ScheduleRunner(second, with_maintenance=False)]
 
     ran = await asyncio.gather(*(runner.run_due() for runner in runners))
 
@@ -75,7 +76,7 @@ async def test_a_due_schedule_runs_on_exactly_one_worker(ticker_runtimes: tuple[
 async def test_a_failed_job_comes_back_later(ticker_runtimes: tuple[Ticker, Runtime, Runtime]) -> None:
     ticker, first, _ = ticker_runtimes
     ticker.fail = True
-    runner = ScheduleRunner(first, retry_seconds=60)
+    runner = ScheduleRunner(first, retry_seconds=60, with_maintenance=False)
 
     assert await runner.run_due() == ["ticker.tick"]
 
@@ -90,7 +91,7 @@ async def test_the_watch_schedule_renews_what_is_due_once(
     gmail = await install_type(runtime, "gmail")
     link_id, _, _ = await link_user(runtime, google, gmail)  # linked, never watched
     box = google.mailbox(ANN)
-    runners = [ScheduleRunner(runtime), ScheduleRunner(runtime)]
+    runners = [ScheduleRunner(runtime, with_maintenance=False), ScheduleRunner(runtime, with_maintenance=False)]
 
     await asyncio.gather(*(runner.run_due() for runner in runners))
 
@@ -122,7 +123,13 @@ async def test_a_worker_process_runs_the_schedules(
     try:
         await eventually(lambda: asyncio.sleep(0, google.mailbox(ANN).watch_calls == 1), timeout=20)
         names = {r["name"] for r in await runtime.pool.fetch("SELECT name FROM schedules")}
-        assert names == {"gmail.renew_watches", "gmail.poll_quiet_mailboxes"}  # only the types it consumes
+        # the schedules of the types it consumes, and the runtime's own maintenance
+        assert names == {
+            "gmail.renew_watches",
+            "gmail.poll_quiet_mailboxes",
+            "worker.prune_inbox",
+            "worker.relay_outbox",
+        }
     finally:
         process.terminate()
         process.wait(timeout=15)
@@ -138,7 +145,7 @@ async def test_a_quiet_mailbox_is_synced_even_when_its_notification_was_lost(
     lost = google.mailbox(ANN).deliver(mail("bob@client.example", "Bug nobody notified us of"))
     await runtime.pool.execute("UPDATE gmail_mailboxes SET last_synced_at = now() - interval '2 hours'")
 
-    await ScheduleRunner(runtime).run_due()
+    await ScheduleRunner(runtime, with_maintenance=False).run_due()
 
     [event] = await results.wait_for("task.intake")
     assert event["data"]["metadata"]["message_id"] == lost

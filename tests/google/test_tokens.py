@@ -17,10 +17,11 @@ from integrations.google_common.oauth import GoogleRefresher
 from tests.conftest import TEAM, Results, eventually
 from tests.fakes.google import FakeGoogleState
 from tests.google.conftest import ANN, command, install_type, link_user, parked, push_request, watched
-from worker.consumer import Worker
-from worker.runtime import Runtime
-from worker.settings import Settings
-from worker.tokens import LinkNeedsReconnect
+from worker.core.settings import Settings
+from worker.platform import attach
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
+from worker.sdk import LinkNeedsReconnect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +73,7 @@ async def test_two_runtimes_refresh_once(runtime: Runtime, settings: Settings, g
     link_id, _, _ = await link_user(runtime, google, gmail)
     await expire(runtime, link_id)
     google.refresh_delay = 0.3
-    other = Runtime(settings, runtime.registry)
+    other = attach(Runtime(settings, runtime.registry))
     await other.start(migrate=False, broker=False)
     try:
         tokens = await asyncio.gather(

@@ -11,10 +11,10 @@ import pytest
 from tests.conftest import TEAM, eventually
 from tests.google.conftest import Replies, command, parked
 from tests.smtp.conftest import SMTP_PASSWORD, SMTP_USER, MailServer, free_port, smtp_config
-from worker.consumer import Worker
-from worker.context import IntegrationRecord, derived_id
-from worker.install import InstallError, InstallRequest, install
-from worker.runtime import Runtime
+from worker.platform.install import InstallError, InstallRequest, install
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
+from worker.sdk import IntegrationRecord, derived_id
 
 # The implicit-TLS server takes AUTH on its TLS socket; aiosmtpd only counts STARTTLS as TLS and warns.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")

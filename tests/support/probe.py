@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from integrations.registry import REGISTRY
 from schemas.events import EventData
-from worker.context import Context
-from worker.integration import Action, Integration, Registry
+from worker.sdk import Action, Context, Integration, Registry
 
 
 class ProbeWritten(EventData):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from worker.context import Context
-from worker.integration import Action, Integration, Registry
+from worker.sdk import Action, Context, Integration, Registry
 
 
 class Anything(BaseModel):

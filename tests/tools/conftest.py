@@ -22,12 +22,13 @@ from tests.conftest import TEAM, teardown
 from tests.fakes.server import BackgroundServer
 from tests.fakes.telegram import FakeTelegramState, build_app
 from tests.tools import probe
-from worker.ingress import create_app
-from worker.ingress import server as serve
-from worker.install import InstallRequest, install
-from worker.integration import Registry
-from worker.runtime import Runtime
-from worker.settings import Settings
+from worker.cli.serve import create_app
+from worker.cli.serve import http_server as serve
+from worker.core.settings import Settings
+from worker.platform import attach
+from worker.platform.install import InstallRequest, install
+from worker.runtime.runtime import Runtime
+from worker.sdk import Registry
 
 OTHER_TEAM = "team-2"
 BOT_TOKEN = "7000001:AAE-test-token-for-the-fake-telegram-0001"
@@ -66,7 +67,7 @@ def settings(
 
 @pytest.fixture
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime(settings, TOOLS_REGISTRY)
+    rt = attach(Runtime(settings, TOOLS_REGISTRY))
     await rt.start()
     try:
         yield rt

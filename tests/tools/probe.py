@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from worker.context import Context
-from worker.integration import Action, Integration
+from worker.sdk import Action, Context, Integration
 
 
 class WhoamiInput(BaseModel):

@@ -11,8 +11,8 @@ from typing import Any
 
 from tests.conftest import TEAM
 from tests.fakes.github import FakeGitHubState
-from worker.consumer import Worker
-from worker.runtime import Runtime
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,9 +16,9 @@ from tests.fakes.github import FakeGitHubState
 from tests.fakes.telegram import FakeTelegramState
 from tests.helpers import publish
 from tests.tools.conftest import BOT_TOKEN, OTHER_BOT_TOKEN, OTHER_TEAM, BrokerCaller
-from worker import dead
-from worker.consumer import Worker
-from worker.runtime import Runtime
+from worker.cli import dead
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 UNKNOWN_BOT = "7999999:AAE-a-bot-telegram-does-not-know-000001"
 

@@ -15,8 +15,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from tests.conftest import TEAM
 from tests.fakes.github import FakeGitHubState
 from tests.tools.conftest import OTHER_TEAM
-from worker.consumer import Worker
-from worker.runtime import Runtime
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 COMMENT = {"repository": "acme/app", "issue_number": 3, "body": "Looks good to the agent."}
 

@@ -12,9 +12,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict, RootModel
 
 from tests.tools.conftest import TOOLS_REGISTRY
-from worker import contract
-from worker.context import Context
-from worker.integration import Action, Handler, Integration, Lifecycle, Registry, RegistryError
+from worker.platform import contract
+from worker.sdk import Action, Context, Handler, Integration, Lifecycle, Registry, RegistryError
 
 
 class In(BaseModel):
@@ -56,8 +55,8 @@ def problems(*integrations: Integration) -> str:
 def test_a_sound_registry_builds_and_derives_a_command_per_action() -> None:
     registry = Registry([Integration("acme", "Acme", "x", actions=[Action("send", "Send.", In, Out, run)])])
 
-    handler = registry.handler("acme", "command", "send")
-    assert handler is not None and handler.kind == "command" and handler.name == "send"
+    route = registry.route("acme", "command", "send")
+    assert isinstance(route, Action) and route.name == "send"
 
 
 def test_the_contract_carries_every_actions_schemas_and_the_tool_answers() -> None:

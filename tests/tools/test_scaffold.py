@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.scaffold import ScaffoldError, add_to_registry, scaffold
+from worker.cli.scaffold import ScaffoldError, add_to_registry, scaffold
 
 ROOT = Path(__file__).resolve().parents[2]
 IGNORE = shutil.ignore_patterns(".venv*", ".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")

@@ -12,10 +12,10 @@ from integrations.telegram.verify import webhook_secret
 from tests.conftest import TEAM, Results, eventually, queue_depth
 from tests.fakes.telegram import FakeTelegramState
 from tests.tools.conftest import BOT_TOKEN, CHAT
-from worker import dead
-from worker.consumer import Worker
-from worker.redact import redact
-from worker.runtime import Runtime
+from worker.cli import dead
+from worker.core.redact import redact
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 
 def update(update_id: int, text: str, *, is_bot: bool = False) -> dict[str, Any]:

@@ -12,9 +12,10 @@ from schemas.envelope import Envelope
 from tests.conftest import INSTALLATION_ID, TEAM, eventually, queue_depth
 from tests.fakes.github import FakeGitHubState
 from tests.tools.conftest import OTHER_TEAM, BrokerCaller
-from worker.consumer import Worker
-from worker.install import InstallRequest, install
-from worker.runtime import Runtime
+from worker.cli.serve import create_app
+from worker.platform.install import InstallRequest, install
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 COMMENT = {"repository": "acme/app", "issue_number": 7, "body": "Deployed to staging."}
 
@@ -48,8 +49,6 @@ async def test_a_tool_is_listed_for_a_team_that_installed_its_integration_and_ab
 
 
 async def test_the_tool_api_needs_the_service_token(runtime: Runtime, github_integration: Any) -> None:
-    from worker.ingress import create_app  # noqa: PLC0415
-
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://x") as anon:
         assert (await anon.get("/tools", params={"team_id": TEAM})).status_code == 401
         wrong = {"Authorization": "Bearer not-the-token"}

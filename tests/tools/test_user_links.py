@@ -10,9 +10,9 @@ import pytest
 from schemas.envelope import Envelope
 from tests.conftest import TEAM
 from tests.tools.conftest import BrokerCaller
-from worker.consumer import Worker
-from worker.install import InstallRequest, install
-from worker.runtime import Runtime
+from worker.platform.install import InstallRequest, install
+from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 
 @pytest.fixture

@@ -1,0 +1,63 @@
+"""docs/configuration.md, generated from the settings models (`integration-worker config
+--markdown`): the runtime's `IW_*` and each integration's `IW_<TYPE>_*`, with defaults and what
+they do. A test keeps the committed page equal to what this prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
+
+from worker.core.settings import Settings
+from worker.sdk.registry import Registry
+
+HEADER = """# Configuration
+
+Every setting is an environment variable (or a line of a `.env` file in the working directory).
+This page is generated from the settings models: `integration-worker config --markdown`.
+Secrets (marked *secret*) never appear in logs or error messages.
+"""
+
+
+def _default(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        value: Any = field.default_factory()  # type: ignore[call-arg]
+    else:
+        value = field.default
+    if isinstance(value, SecretStr):
+        return "(development value)" if value.get_secret_value() else "(empty)"
+    if isinstance(value, list):
+        if value and isinstance(value[0], SecretStr):
+            return "(development key)"
+        return ",".join(str(v) for v in value) or "(empty)"
+    if value is None:
+        return "(unset)"
+    if isinstance(value, dict):
+        return "{}" if not value else str(value)
+    return str(value)
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    return "SecretStr" in str(field.annotation)
+
+
+def _table(model: type[BaseSettings], prefix: str) -> list[str]:
+    lines = ["| variable | default | what it does |", "|---|---|---|"]
+    for name, field in model.model_fields.items():
+        description = (field.description or "").replace("|", "\\|")
+        if _is_secret(field):
+            description = f"*secret.* {description}".strip()
+        lines.append(f"| `{prefix}{name.upper()}` | `{_default(field)}` | {description} |")
+    return lines
+
+
+def settings_markdown(registry: Registry) -> str:
+    parts = [HEADER, "## The service", "", *_table(Settings, "IW_"), ""]
+    for integration in sorted(registry, key=lambda i: i.type):
+        if integration.settings is None:
+            continue
+        prefix = str(integration.settings.model_config.get("env_prefix") or "")
+        parts += [f"## {integration.name} (`{integration.type}`)", "", *_table(integration.settings, prefix), ""]
+    return "\n".join(parts).rstrip() + "\n"

@@ -1,0 +1,71 @@
+"""Structured logs: one JSON line per event in production, readable lines on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+from worker.core.redact import redact
+from worker.core.settings import Settings
+
+_SENSITIVE_KEYS = ("token", "secret", "password", "authorization", "private_key", "api_key", "cookie")
+# Fields the runtime fills with identifiers and enums, never free text: not scanned (hot path).
+_PLAIN_KEYS = frozenset(
+    {"event_id", "type", "name", "team_id", "integration_id", "outcome", "component", "level", "timestamp",
+     "duration_ms", "handler_ms", "events", "attempt", "retry_in", "event"}
+)  # fmt: skip
+
+
+def _redact_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    for key, value in event_dict.items():
+        if key in _PLAIN_KEYS:
+            continue
+        lowered = key.lower()
+        if any(marker in lowered for marker in _SENSITIVE_KEYS) and value is not None:
+            event_dict[key] = "[redacted]"
+        elif isinstance(value, str):
+            event_dict[key] = redact(value)
+    return event_dict
+
+
+def _dumps(value: Any, **_: Any) -> bytes:
+    return orjson.dumps(value, default=str)
+
+
+def configure_logging(settings: Settings) -> None:
+    level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
+    use_json = settings.log_format == "json" or (
+        settings.log_format == "auto" and (settings.env == "production" or not sys.stdout.isatty())
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _redact_processor,
+    ]
+    if use_json:
+        structlog.configure(
+            processors=[*shared, structlog.processors.JSONRenderer(serializer=_dumps)],
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            logger_factory=structlog.BytesLoggerFactory(),
+            cache_logger_on_first_use=True,
+        )
+    else:
+        structlog.configure(
+            processors=[*shared, structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())],
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            logger_factory=structlog.PrintLoggerFactory(),
+            cache_logger_on_first_use=True,
+        )
+    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)
+
+
+def get_logger(**bound: Any) -> structlog.typing.FilteringBoundLogger:
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(**bound)
+    return logger

@@ -1,0 +1,139 @@
+"""Runtime configuration, from `IW_*` environment variables (and a `.env` file if present)."""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A development-only key so `integration-worker run` works out of the box. Production
+# (`IW_ENV=production`) refuses to start with it.
+DEV_SECRET_KEY = "ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE="  # noqa: S105 - public on purpose, refused in production
+DEV_SIGNING_KEY = "dev-only-signing-key-do-not-use-in-production"
+
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,40}$")
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IW_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    broker_prefix: str = Field(default="iw", description="Prefix of every exchange and queue name.")
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
+    database_schema: str = Field(default="public", description="PostgreSQL schema holding the tables.")
+    database_pool_size: int = Field(default=10, ge=1)
+
+    http_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
+    http_port: int = Field(default=8000, description="Port of the HTTP server (ingress, platform API, or both).")
+    worker_metrics_port: int = Field(default=9101, description="`/metrics` of a worker started alone; 0: off.")
+    public_url: str = Field(default="http://localhost:8000", description="The ingress as providers reach it.")
+    platform_url: str = Field(default="http://localhost:3000", description="The platform's web app.")
+
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=lambda: [SecretStr(DEV_SECRET_KEY)],
+        description="Fernet keys, comma-separated; the first encrypts, all decrypt (rotation).",
+    )
+    signing_key: SecretStr = Field(default=SecretStr(DEV_SIGNING_KEY), description="Signs OAuth state and links.")
+    admin_token: SecretStr | None = Field(default=None, description="Bearer token for the admin HTTP API.")
+    service_token: SecretStr | None = Field(default=None, description="Bearer token for agent tool calls.")
+    link_ttl: float = Field(default=86400.0, gt=0, description="Seconds an account-link token stays valid.")
+    attachment_url_ttl: float = Field(default=86400.0, gt=0, description="Seconds an attachment link works.")
+    attachment_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="Largest attachment served.")
+    service_poll_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between a worker's looks for services (listeners) to take over."
+    )
+    tool_timeout: float = Field(
+        default=30.0, gt=0, le=300, description="Seconds an HTTP, MCP or CLI tool call waits for its answer."
+    )
+
+    concurrency: int = Field(default=256, ge=1, description="Handlers running at once per worker process.")
+    prefetch: int = Field(default=1024, ge=1, description="Unacknowledged deliveries per worker process.")
+    batch_size: int = Field(
+        default=256, ge=1, description="Most deliveries taken, looked up and committed together as one batch."
+    )
+    batch_linger: float = Field(
+        default=0.002, ge=0, le=1, description="Seconds a batch waits to fill up once its first delivery came."
+    )
+    straggler_wait: float = Field(
+        default=0.05,
+        ge=0,
+        description="Seconds a batch waits for its slowest handlers before committing the finished ones.",
+    )
+    handler_timeout: float = Field(default=60.0, gt=0, description="Seconds before a handler counts as failed.")
+    shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds to finish in-flight work on SIGTERM.")
+    retry_delays: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [2.0, 10.0, 60.0, 300.0, 1800.0],
+        description="Seconds before each retry; the number of entries is the number of retries.",
+    )
+    retry_jitter: float = Field(default=0.2, ge=0, le=1, description="Up to this fraction added to a delay.")
+    delivery_limit: int = Field(default=50, ge=2, description="Quorum-queue backstop: deliveries before parking.")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="Default webhook body limit.")
+    body_limits: dict[str, int] = Field(default_factory=dict, description='Per type, JSON: {"github": 26214400}')
+    inbox_retention_days: float = Field(default=30.0, gt=0, description="Days processed ids are remembered.")
+    outbox_relay_interval: float = Field(default=5.0, gt=0)
+    lease_ttl: float = Field(default=15.0, gt=0, description="Seconds an exclusive lease outlives a crashed holder.")
+    registry: str = Field(default="integrations.registry:REGISTRY", description="module:attribute of the registry")
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [SecretStr(part.strip()) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _split_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _positive_delays(cls, value: list[float]) -> list[float]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("retry delays must be positive")
+        return value
+
+    @field_validator("broker_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _PREFIX_RE.match(value):
+            raise ValueError("broker_prefix: lowercase letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("database_schema")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        if not _SCHEMA_RE.match(value):
+            raise ValueError("database_schema: a plain lowercase identifier")
+        return value
+
+    @cached_property
+    def max_attempts(self) -> int:
+        """Deliveries before a transiently failing message is parked: the first plus one per delay."""
+        return len(self.retry_delays) + 1
+
+    def body_limit(self, type_: str, declared: int | None) -> int:
+        if type_ in self.body_limits:
+            return self.body_limits[type_]
+        return declared if declared is not None else self.max_body_bytes
+
+    def check_production(self) -> None:
+        """Refuse to run in production with the development keys."""
+        if self.env != "production":
+            return
+        if any(key.get_secret_value() == DEV_SECRET_KEY for key in self.secret_keys):
+            raise RuntimeError("IW_SECRET_KEYS must be set in production (the development key is refused)")
+        if self.signing_key.get_secret_value() == DEV_SIGNING_KEY:
+            raise RuntimeError("IW_SIGNING_KEY must be set in production (the development key is refused)")
+        if len(self.signing_key.get_secret_value()) < 32:
+            raise RuntimeError("IW_SIGNING_KEY must be at least 32 characters")

@@ -1,0 +1,170 @@
+"""Confirming an account link: a person who wrote to the bot, not linked yet, got a signed,
+expiring token (worker/sdk/association.py); the platform signs them in, shows what is being
+linked, and confirms with
+
+    integration.command.link_user  {"token": ..., "user_id": ...}   (envelope team_id: the user's team)
+    POST /links  {"token": ..., "user_id": ..., "team_id": ...}     (Authorization: Bearer IW_ADMIN_TOKEN)
+
+Only a valid, unexpired, unaltered token of that team, whose integration is still installed and
+active, creates the link. An external account links to one platform user: the first confirmation
+wins, the same user confirming again changes nothing, another user is refused. Once linked, the
+person gets a confirmation where they wrote, and `integration.user_linked` is published.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from schemas.envelope import Envelope
+from schemas.events import UserLinked
+from worker.core.ids import derived_id
+from worker.core.logging import get_logger
+from worker.platform.http import Endpoint, bearer_only, error, json_response, parse_body
+from worker.runtime.runtime import Runtime
+from worker.sdk.association import LinkRefused, read
+from worker.sdk.context import Context
+from worker.sdk.unit import LogEntry
+
+LINKED_TEXT = "Your account is linked. Write to me again and I will answer."
+
+
+class LinkUserInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=8192, description="The token from the association link.")
+    user_id: str = Field(min_length=1, max_length=256, description="The platform user who confirms it.")
+
+
+class LinkUserOutput(BaseModel):
+    link_id: str
+    integration_id: str
+    integration_type: str
+    user_id: str
+    external_user_id: str
+    external_user_name: str | None
+    created: bool = Field(description="False when this user had already confirmed this link.")
+
+
+async def confirm(ctx: Context, request: LinkUserInput) -> LinkUserOutput:
+    """`integration.command.link_user`: check the token and stage the link (and its event)."""
+    if ctx.team_id is None:
+        raise LinkRefused(400, "team_id is required: the team of the user who confirms")
+    claim = read(ctx.runtime_settings, request.token)
+    if claim.team_id != ctx.team_id:
+        raise LinkRefused(403, "this link token is for another team")
+    row = await ctx.db.fetchrow(
+        "SELECT type, status FROM integrations WHERE team_id = $1 AND id = $2", claim.integration_id
+    )
+    if row is None or row["type"] != claim.type:
+        raise LinkRefused(404, "the integration of this link token is no longer installed")
+    if row["status"] != "active":
+        raise LinkRefused(409, f"the integration of this link token is {row['status']}")
+    existing = await ctx.db.fetchrow(
+        """SELECT id, user_id FROM integration_user_link
+           WHERE team_id = $1 AND integration_id = $2 AND external_user_id = $3""",
+        claim.integration_id,
+        claim.external_user_id,
+    )
+    output = LinkUserOutput(
+        link_id=existing["id"] if existing is not None else derived_id(ctx.envelope.id, "link"),
+        integration_id=claim.integration_id,
+        integration_type=claim.type,
+        user_id=request.user_id,
+        external_user_id=claim.external_user_id,
+        external_user_name=claim.external_user_name,
+        created=existing is None,
+    )
+    if existing is not None:
+        if existing["user_id"] != request.user_id:
+            raise LinkRefused(409, "this account is already linked to another user")
+        return output
+    ctx.db.write(
+        """INSERT INTO integration_user_link
+             (id, team_id, user_id, external_user_id, external_user_name, integration_id, integration_type)
+           VALUES ($2, $1, $3, $4, $5, $6, $7)""",
+        output.link_id,
+        request.user_id,
+        claim.external_user_id,
+        claim.external_user_name,
+        claim.integration_id,
+        claim.type,
+    )
+    ctx.emit(
+        UserLinked(
+            link_id=output.link_id,
+            integration_id=claim.integration_id,
+            integration_type=claim.type,
+            user_id=request.user_id,
+            external_user_id=claim.external_user_id,
+            external_user_name=claim.external_user_name,
+        )
+    )
+    assert ctx.staged is not None
+    ctx.staged.logs.append(
+        LogEntry(
+            claim.integration_id,
+            ctx.team_id,
+            "info",
+            "user_linked",
+            f"{claim.external_user_name or claim.external_user_id} linked to platform user {request.user_id}",
+            ctx.envelope.id,
+            {"external_user_id": claim.external_user_id},
+            output.link_id,
+        )
+    )
+    if claim.reply:  # tell them where they wrote
+        field = str(claim.reply.get("text_field") or "text")
+        ctx.publish(
+            "command",
+            str(claim.reply["action"]),
+            {**dict(claim.reply.get("input") or {}), field: LINKED_TEXT},
+            id=f"{ctx.envelope.id}/linked",
+            type_=claim.type,
+            integration_id=claim.integration_id,
+            team_id=claim.team_id,
+        )
+    return output
+
+
+class LinkRequest(LinkUserInput):
+    team_id: str = Field(min_length=1, max_length=256, description="The team of the user who confirms.")
+
+
+def link_routes(runtime: Runtime) -> list[BaseRoute]:
+    """`POST /links`: the admin HTTP way to confirm a link token (same rules as link_user)."""
+    log = get_logger(component="links")
+
+    async def create(request: Request) -> Response:
+        body = await parse_body(request, LinkRequest)
+        if isinstance(body, Response):
+            return body
+        payload = LinkUserInput(token=body.token, user_id=body.user_id)
+        envelope = Envelope(
+            id=f"link:{uuid.uuid4()}",
+            type="integration",
+            kind="command",
+            name="link_user",
+            team_id=body.team_id,
+            payload=payload.model_dump(),
+        )
+        ctx = runtime.context(envelope, None)
+        try:
+            output = await confirm(ctx, payload)
+            assert ctx.staged is not None
+            await runtime.commit(ctx.staged)
+        except LinkRefused as exc:
+            log.info("link refused", team_id=body.team_id, status=exc.status, reason=exc.message)
+            return error(exc.status, exc.message)
+        except asyncpg.UniqueViolationError:
+            return error(409, "this account was linked to another user meanwhile")
+        log.info("link confirmed", team_id=body.team_id, link_id=output.link_id, created=output.created)
+        return json_response(output.model_dump(), 201 if output.created else 200)
+
+    admin: Endpoint = bearer_only(runtime.settings.admin_token, "admin", create)
+    return [Route("/links", admin, methods=["POST"])]

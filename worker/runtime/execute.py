@@ -1,0 +1,42 @@
+"""Executing: one message's handler (or action) with its context, under the handler timeout.
+
+A handler that returns has its unit of work (what it staged) committed with the batch. One that
+raises fails: its staged work is dropped, and the failure is classified (worker/runtime/failures.py)
+for the retry or the parking queue. A bug (an exception nobody raised on purpose) keeps its
+traceback, which the worker logs and stores with the parked message's log row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from worker.runtime import actions
+from worker.runtime.dispatch import Message
+from worker.runtime.failures import classify_exception
+from worker.sdk.context import Context
+from worker.sdk.declare import Handler
+from worker.sdk.errors import Failure
+
+
+async def execute(message: Message, ctx: Context, *, seconds: float) -> None:
+    route = message.route
+    assert route is not None
+    started = time.perf_counter()
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            if isinstance(route, Handler):
+                await route.run(ctx)
+            else:
+                await actions.run(ctx, route)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            message.failure = Failure("transient", f"handler timed out after {seconds:g}s")
+        else:
+            classified = classify_exception(exc)
+            message.failure, message.bug = classified.failure, classified.bug
+        message.staged.clear()  # nothing of a failed run is written
+    message.handler_seconds = time.perf_counter() - started

@@ -1,0 +1,129 @@
+"""The one commit path: a batch of messages in the worker, an install, an OAuth callback, a
+scheduled job's run all end here.
+
+In one transaction:
+
+    inbox      the ids of the messages that ran (a message whose id another worker committed
+               meanwhile is a duplicate: none of its writes are applied)
+    writes     the staged writes, in each unit's order; the same statement of several units runs
+               as one `executemany`
+    outbox     result events, commands for later and replies (an item with a `once` key only if
+               the key was never claimed)
+    logs       `integration_logs` rows, in one statement
+
+then the outbox items written are published (worker/runtime/outbox.py). When the database
+refuses a write (a constraint, a bad value), the batch is applied again one unit per savepoint,
+and the refused units fail alone, permanently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+
+import asyncpg
+
+from worker.runtime import store
+from worker.runtime.db import Conn
+from worker.runtime.failures import classify
+from worker.runtime.outbox import Outbox
+from worker.sdk.errors import Failure
+from worker.sdk.unit import OutboxItem, Staged, Write
+
+
+@dataclass(slots=True)
+class Unit:
+    """One unit's work: what it staged, and the message id (and type) it marks processed."""
+
+    staged: Staged
+    inbox_id: str | None = None
+    inbox_type: str = ""
+
+
+@dataclass(slots=True)
+class Committed:
+    raced: set[int] = field(default_factory=set)  # units whose id was committed by another worker
+    refused: dict[int, Failure] = field(default_factory=dict)  # units the database refused
+    outbox: list[OutboxItem] = field(default_factory=list)  # written: to publish
+
+
+async def apply(conn: Conn, units: Sequence[Unit], indexes: Sequence[int] | None = None) -> Committed:
+    """Write the units inside the caller's transaction (see the module's docstring)."""
+    indexes = indexes if indexes is not None else range(len(units))
+    committed = Committed()
+    marked = [i for i in indexes if units[i].inbox_id is not None]
+    if marked:
+        fresh = await store.mark_processed(
+            conn, [units[i].inbox_id or "" for i in marked], [units[i].inbox_type for i in marked]
+        )
+        committed.raced = {i for i in marked if units[i].inbox_id not in fresh}
+    applied = [units[i].staged for i in indexes if i not in committed.raced]
+    await run_writes(conn, [staged.writes for staged in applied])
+    outbox = [item for staged in applied for item in staged.outbox]
+    written = await store.insert_outbox(conn, outbox)
+    committed.outbox = [item for item in outbox if item.id in written]
+    await store.insert_logs(conn, [entry for staged in applied for entry in staged.logs])
+    return committed
+
+
+async def run_writes(conn: Conn, sequences: Sequence[Sequence[Write]]) -> None:
+    """Each unit's writes in its order. Level k holds every unit's k-th write; within a level the
+    same statement runs once, as `executemany` (units of one batch ran side by side, so their
+    writes have no order among each other)."""
+    depth = max((len(writes) for writes in sequences), default=0)
+    for level in range(depth):
+        writes = sorted(
+            (writes[level] for writes in sequences if len(writes) > level), key=lambda write: hash(write[0])
+        )
+        for sql, group in groupby(writes, key=lambda write: write[0]):
+            rows = [args for _, args in group]
+            if len(rows) == 1:
+                await conn.execute(sql, *rows[0])
+            else:
+                await conn.executemany(sql, rows)
+
+
+class UnitOfWork:
+    def __init__(self, pool: Callable[[], asyncpg.Pool], outbox: Outbox) -> None:
+        self._pool = pool
+        self.outbox = outbox
+
+    async def commit(self, units: Sequence[Unit]) -> Committed:
+        """Commit the units; a database refusal fails only the units it concerns. Raises when the
+        database is unavailable (nothing committed). Publishes what the outbox gained."""
+        async with self._pool().acquire() as conn:
+            try:
+                async with conn.transaction():
+                    committed = await apply(conn, units)
+            except asyncpg.PostgresError as exc:
+                if classify(exc).kind == "transient":
+                    raise
+                committed = await self._one_by_one(conn, units)
+        self.outbox.publish_soon(committed.outbox)
+        return committed
+
+    async def _one_by_one(self, conn: Conn, units: Sequence[Unit]) -> Committed:
+        total = Committed()
+        async with conn.transaction():
+            for index in range(len(units)):
+                try:
+                    async with conn.transaction():
+                        one = await apply(conn, units, [index])
+                except asyncpg.PostgresError as exc:
+                    failure = classify(exc)
+                    if failure.kind == "transient":
+                        raise
+                    total.refused[index] = failure
+                    continue
+                total.raced |= one.raced
+                total.outbox += one.outbox
+        return total
+
+    async def commit_staged(self, staged: Staged) -> None:
+        """One unit with no inbox id (an install, an OAuth callback), in a transaction of its
+        own; its outbox is published once committed. (A caller with a transaction of its own
+        calls `apply` in it, then publishes `Committed.outbox` after its commit.)"""
+        async with self._pool().acquire() as conn, conn.transaction():
+            committed = await apply(conn, [Unit(staged)])
+        await self.outbox.publish(committed.outbox)
