@@ -1,335 +1,131 @@
-"""Benchmarks of the ingress and the worker, on this machine's RabbitMQ and PostgreSQL.
+"""Benchmarks of the worker, the ingress and the latency, on this machine's RabbitMQ and
+PostgreSQL, optionally interleaved with plain peers in the same run (ratios hold where absolute
+figures drift). See bench/README.md.
 
-    python bench/run.py                      # both
-    python bench/run.py --skip-worker        # ingress only
-    python bench/run.py --events 50000 --skip-ingress
+    python bench/run.py                                  # the project alone
+    python bench/run.py --peers ../shared/bench/peers    # with the peers, interleaved, and ratios
+    python bench/run.py --updates 1 --skip-ingress       # the worst case of the worker
+    python bench/run.py --skip-ingress --skip-latency --profile /tmp/worker.txt   # py-spy
 
-(1) Ingress: `integration-worker ingress` (one process) under wrk: signed ~1 KB GitHub
-    webhooks, a new X-GitHub-Delivery each, N connections; every 202 means the broker
-    confirmed the publish. Prints webhooks/s, p50, p99, and checks the queue holds them all.
-(2) Worker: N GitHub pull_request webhooks preloaded on the github queue (--updates per pull
-    request: opened, then synchronize events, newer each time); one `integration-worker worker`
-    process; the clock runs from its start until every event is committed (PR rows, inbox ids,
-    and a task.status_change event whenever a pull request's magic words give a new status).
-    Prints events/s and the worker's CPU per event. --updates 1 is the worst case: every
-    event a new pull request that publishes an event.
-
-Everything runs in its own schema and broker prefix, removed afterwards.
+Everything of the project runs in its own schema and broker prefix, removed afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
+import json
 import os
-import re
-import shutil
-import signal
-import socket
-import subprocess
+import statistics
 import sys
-import tempfile
-import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import asyncpg
-import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import ours, peers
 from integrations.registry import REGISTRY
-from schemas.envelope import Envelope, dumps_envelope
 from worker.core.settings import Settings
 from worker.platform import attach
-from worker.runtime import topology as broker_module
+from worker.runtime import topology
 from worker.runtime.runtime import Runtime
 
-SECRET = "bench-webhook-secret"
-TEAM = "bench-team"
-INSTALLATION = 777
+WORKER_PEERS = ("aiopika", "aiopika_batch")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    values = [float(r[key]) for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else float("nan")
 
 
-def _env(schema: str, prefix: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "IW_DATABASE_URL": os.environ.get("IW_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-        "IW_DATABASE_SCHEMA": schema,
-        "IW_BROKER_PREFIX": prefix,
-        "IW_GITHUB_WEBHOOK_SECRET": SECRET,
-        "IW_LOG_FORMAT": "json",
-        "IW_WORKER_METRICS_PORT": "0",
-    }
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pr_payload(n: int, updates: int = 1) -> dict[str, object]:
-    """Event n: pull request n // updates, its (n % updates)-th update (later ones are newer)."""
-    pr, version = divmod(n, updates)
-    return {
-        "action": "opened" if version == 0 else "synchronize",
-        "number": pr,
-        "pull_request": {
-            "id": 10_000_000 + pr,
-            "number": pr,
-            "title": f"Fixes ABC-{pr}: tidy the login flow",
-            "body": "Refactors the session handling; see the design notes in the wiki. " * 8,
-            "state": "open",
-            "draft": False,
-            "merged": False,
-            "html_url": f"https://github.com/acme/app/pull/{pr}",
-            "user": {"login": "octocat", "id": 1, "type": "User"},
-            "assignees": [],
-            "requested_reviewers": [],
-            "updated_at": f"2026-11-20T10:{version // 60:02d}:{version % 60:02d}Z",
-        },
-        "repository": {"id": 9001, "full_name": "acme/app", "private": True},
-        "installation": {"id": INSTALLATION},
-        "sender": {"login": "octocat", "id": 1},
-    }
-
-
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = [==[%s]==]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-GitHub-Event"] = "pull_request"
-wrk.headers["X-Hub-Signature-256"] = "%s"
-local counter = 0
-request = function()
-  counter = counter + 1
-  wrk.headers["X-GitHub-Delivery"] = string.format("%%d-%%d-%%d", os.time(), math.random(1, 1000000000), counter)
-  return wrk.format(nil, "/webhooks/github")
-end
-"""
-
-
-def _percentile(output: str, label: str) -> float:
-    match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-    if not match:
-        return float("nan")
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
-async def bench_ingress(settings: Settings, env: dict[str, str], seconds: int, connections: int) -> None:
-    if shutil.which("wrk") is None:
-        print("ingress: wrk is not installed (apt-get install wrk); skipped")
-        return
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "ingress"],
-        env={**env, "IW_HTTP_HOST": "127.0.0.1", "IW_HTTP_PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    body = orjson.dumps(pr_payload(1))
-    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    try:
-        for _ in range(300):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        await asyncio.sleep(1.0)  # broker connection and topology
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(WRK_SCRIPT % (body.decode(), signature))
-        warm = subprocess.run(
-            ["wrk", "-t2", "-c16", "-d2s", "-s", script.name, f"http://127.0.0.1:{port}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if "Non-2xx" in warm.stdout:
-            print(warm.stdout)
-            raise SystemExit("ingress answered non-2xx during warm-up")
-        run = subprocess.run(
-            [
-                "wrk",
-                "-t2",
-                f"-c{connections}",
-                f"-d{seconds}s",
-                "--latency",
-                "-s",
-                script.name,
-                f"http://127.0.0.1:{port}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        output = run.stdout
-        rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-        non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-        errors = re.search(r"Socket errors: (.*)", output)
-        print(
-            f"ingress: {rate:,.0f} webhooks/s, p50 {_percentile(output, '50'):.1f} ms, p99 {_percentile(output, '99'):.1f} ms"
-            f" ({connections} connections, {seconds} s, {len(body)} B bodies, publisher confirms)"
-        )
-        print(
-            f"         non-2xx: {non_2xx.group(1) if non_2xx else 0}; socket errors: {errors.group(1) if errors else 'none'}"
-        )
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-
-
-async def bench_worker(
-    settings: Settings, env: dict[str, str], events: int, concurrency: int | None, updates: int, profile: str | None
-) -> None:
-    runtime = attach(Runtime(settings, REGISTRY))
-    await runtime.start()
-    try:
-        await runtime.pool.execute(
-            "INSERT INTO integrations (team_id, external_team_id, name, type, config)"
-            " VALUES ($1, $2, 'GitHub', 'github', $3)",
-            TEAM,
-            str(INSTALLATION),
-            {"installationId": INSTALLATION},
-        )
-        # A consumer of the result events, as the platform would have.
-        channel = await runtime.broker.channel(confirms=False)
-        results = await channel.declare_queue(f"{settings.broker_prefix}.bench-results", durable=True)
-        await results.bind(runtime.topology.results, "task.#")
-        started = time.perf_counter()
-        batch = []
-        for n in range(events):
-            envelope = Envelope(
-                id=f"github:{uuid.uuid4()}",
-                type="github",
-                kind="webhook",
-                name="pull_request",
-                external_team_id=str(INSTALLATION),
-                payload=pr_payload(n, updates),
-            )
-            batch.append(
-                runtime.broker.publish(
-                    runtime.topology.incoming, envelope.routing_key, dumps_envelope(envelope), message_id=envelope.id
-                )
-            )
-            if len(batch) == 1000:
-                await asyncio.gather(*batch)
-                batch = []
-        await asyncio.gather(*batch)
-        print(
-            f"worker: {events:,} pull_request webhooks preloaded ({updates} per pull request)"
-            f" in {time.perf_counter() - started:.1f} s"
-        )
-        args = [sys.executable, "-m", "worker.cli", "worker", "--types", "github"]
-        if concurrency:
-            args += ["--concurrency", str(concurrency)]
-        started = time.perf_counter()
-        process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        profiler = None
-        if profile:  # py-spy (pip install py-spy): raw collapsed stacks, or speedscope if the name says so
-            fmt = "speedscope" if profile.endswith(".json") else "raw"
-            profiler = subprocess.Popen(
-                [
-                    "py-spy",
-                    "record",
-                    "-p",
-                    str(process.pid),
-                    "-r",
-                    "250",
-                    "--format",
-                    fmt,
-                    "-o",
-                    profile,
-                    "--nonblocking",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        first: float | None = None
-        try:
-            while True:
-                done = await runtime.pool.fetchval("SELECT count(*) FROM processed_events")
-                if done and first is None:
-                    first = time.perf_counter()
-                if done >= events:
-                    break
-                if process.poll() is not None:
-                    raise SystemExit("the worker exited")
-                await asyncio.sleep(0.2)  # count(*) scans the inbox: poll gently
-            elapsed = time.perf_counter() - started
-            cpu = _cpu_seconds(process.pid)
-            while await runtime.pool.fetchval("SELECT count(*) FROM outbox"):  # events are published after commit
-                await asyncio.sleep(0.05)
-            rows = await runtime.pool.fetchval("SELECT count(*) FROM github_pull_requests")
-            declared = await channel.declare_queue(f"{settings.broker_prefix}.bench-results", durable=True)
-            status_events = declared.declaration_result.message_count
-            print(
-                f"worker: {events / elapsed:,.0f} events/s end to end ({events:,} in {elapsed:.1f} s from process start;"
-                f" {events / (elapsed - ((first or started) - started)):,.0f}/s from the first commit)"
-            )
-            print(
-                f"        rows: {rows:,} pull requests, {done:,} inbox ids, {status_events:,} task.status_change events"
-            )
-            print(f"        worker CPU {cpu:.1f} s: {cpu / events * 1e6:.0f} us per event (start-up included)")
-        finally:
-            if profiler is not None:
-                profiler.send_signal(signal.SIGINT)
-                profiler.wait(timeout=30)
-                print(f"        profile of the worker written to {profile}")
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
-        await results.delete(if_unused=False, if_empty=False)
-        await channel.close()
-    finally:
-        await runtime.stop()
+def _line(name: str, runs: list[dict[str, Any]], *keys: str) -> str:
+    return f"  {name:<28}" + "  ".join(f"{key} {_median(runs, key):>10,.1f}" for key in keys)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--peers", type=Path, help="the peers' folder (set up as its README says)")
+    parser.add_argument("--runs", type=int, default=1, help="rounds; each runs every benchmark once")
     parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--concurrency", type=int)
-    parser.add_argument(
-        "--updates",
-        type=int,
-        default=10,
-        help="events per pull request (1: every event a new pull request, each publishing a status event)",
-    )
+    parser.add_argument("--updates", type=int, default=10, help="events per pull request (1: the worst case)")
+    parser.add_argument("--seconds", type=int, default=15, help="length of an ingress run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=1000.0, help="webhooks/s of the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--profile", help="record the worker with py-spy into this file (.json: speedscope)")
-    parser.add_argument("--skip-ingress", action="store_true")
     parser.add_argument("--skip-worker", action="store_true")
+    parser.add_argument("--skip-ingress", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--json", help="also write every run's figures to this file")
     args = parser.parse_args()
     suffix = uuid.uuid4().hex[:8]
-    schema, prefix = f"bench_{suffix}", f"bench{suffix}"
-    env = _env(schema, prefix)
+    env = ours.environment(f"bench_{suffix}", f"bench{suffix}")
     os.environ.update({k: v for k, v in env.items() if k.startswith("IW_")})
     settings = Settings()
+    figures: dict[str, list[dict[str, Any]]] = {}
+
+    def record(name: str, result: dict[str, Any]) -> None:
+        figures.setdefault(name, []).append(result)
+        print(f"{name}: {json.dumps(result)}", flush=True)
+
     try:
-        if not args.skip_ingress:
-            await bench_ingress(settings, env, args.seconds, args.connections)
-            await _reset(settings)
-        if not args.skip_worker:
-            await bench_worker(settings, env, args.events, args.concurrency, args.updates, args.profile)
+        for _ in range(args.runs):
+            if not args.skip_worker:
+                record("worker", await ours.worker(settings, env, args.events, args.updates, args.profile))
+                if args.peers:
+                    for peer in WORKER_PEERS:
+                        record(peer, peers.consumer(args.peers, peer, events=args.events, rate=0, seconds=0))
+            if not args.skip_latency:
+                profile = args.profile if args.skip_worker else None
+                record("latency", await ours.latency(settings, env, args.rate, args.latency_seconds, profile))
+                if args.peers:
+                    figures_ = peers.consumer(
+                        args.peers, "aiopika_batch", events=2000, rate=args.rate, seconds=args.latency_seconds
+                    )
+                    record("latency aiopika_batch", figures_.get("latency", {}))
+            if not args.skip_ingress:
+                record("ingress", await ours.ingress(settings, env, args.seconds, args.connections))
+                if args.peers:
+                    record(
+                        "ingress starlette",
+                        peers.ingress(args.peers, seconds=args.seconds, connections=args.connections),
+                    )
     finally:
-        await _reset(settings)
+        await _remove(settings)
+    _summary(figures)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
 
 
-async def _reset(settings: Settings) -> None:
+def _summary(figures: dict[str, list[dict[str, Any]]]) -> None:
+    print("\nmedians")
+    if "worker" in figures:
+        print(_line("worker", figures["worker"], "events_s", "cpu_us_per_event"))
+        for peer in WORKER_PEERS:
+            if peer in figures:
+                ratio = _median(figures["worker"], "events_s") / _median(figures[peer], "events_s")
+                print(_line(peer, figures[peer], "events_s", "cpu_us_per_event") + f"   worker/{peer} {ratio:.2f}x")
+    if "latency" in figures:
+        print(_line("latency (accepted->committed)", figures["latency"], "p50_ms", "p99_ms"))
+        if "latency aiopika_batch" in figures:
+            print(_line("latency aiopika_batch", figures["latency aiopika_batch"], "p50_ms", "p99_ms"))
+    if "ingress" in figures:
+        print(_line("ingress", figures["ingress"], "rps", "p99_ms"))
+        if "ingress starlette" in figures:
+            ratio = _median(figures["ingress"], "rps") / _median(figures["ingress starlette"], "rps")
+            print(_line("ingress starlette", figures["ingress starlette"], "rps", "p99_ms") + f"   ratio {ratio:.2f}x")
+
+
+async def _remove(settings: Settings) -> None:
     runtime = attach(Runtime(settings, REGISTRY))
+    await runtime.http.aclose()
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
-        await broker_module.delete(await connection.channel(), runtime.topology)
-    await runtime.http.aclose()
+        await topology.delete(await connection.channel(), runtime.topology)
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.database_schema}" CASCADE')

@@ -119,6 +119,7 @@ def env(
         "IW_ADMIN_TOKEN": "test-admin-token-" + suffix,
         "IW_SERVICE_TOKEN": "test-service-token-" + suffix,
         "IW_RETRY_DELAYS": "0.2,0.4",
+        "IW_DATABASE_POOL_SIZE": "4",
         "IW_SHUTDOWN_GRACE": "10",
         "IW_OUTBOX_RELAY_INTERVAL": "0.5",
         "IW_LOG_FORMAT": "json",

@@ -89,4 +89,4 @@ _TEXT = st.lists(st.one_of(_WORDS, st.text(alphabet=_CHARS, max_size=6)), max_si
 @given(_TEXT)
 def test_fast_magic_word_matching_finds_exactly_what_mimrais_pattern_finds(text: str) -> None:
     expected = [(m.group(1), m.group(2).upper(), int(m.group(3))) for m in magic_words.MIMRAI_PATTERN.finditer(text)]
-    assert magic_words._matches(text) == expected
+    assert list(magic_words._matches(text)) == expected

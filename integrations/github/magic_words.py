@@ -7,6 +7,7 @@ in progress. Unlike MIMRAI, the task prefix is part of the result (ABC-12, not j
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -53,8 +54,10 @@ class MagicAction:
         return f"{self.task_ref}:{self.status}"
 
 
-def _matches(text: str) -> list[tuple[str, str, int]]:
-    """(magic word, PREFIX, sequence) in order, exactly as MIMRAI_PATTERN.finditer finds them."""
+@functools.lru_cache(maxsize=4096)
+def _matches(text: str) -> tuple[tuple[str, str, int], ...]:
+    """(magic word, PREFIX, sequence) in order, exactly as MIMRAI_PATTERN.finditer finds them.
+    Remembered per text: a pull request is pushed to many times with the same title and body."""
     found = []
     floor = 0  # finditer does not overlap matches: a word must start after the previous match
     for dash in _DASH_DIGIT.finditer(text):
@@ -65,7 +68,7 @@ def _matches(text: str) -> list[tuple[str, str, int]]:
         if word is not None:
             found.append((word, ref.group(1).upper(), int(ref.group(2))))
             floor = ref.end()
-    return found
+    return tuple(found)
 
 
 def _reference_ending_at(text: str, dash: int) -> re.Match[str] | None:

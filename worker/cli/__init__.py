@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -11,7 +12,6 @@ from typing import Any
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
-from worker.cli import operate
 from worker.cli.settings_doc import settings_markdown
 from worker.core.logging import configure_logging
 from worker.core.settings import Settings
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(Fernet.generate_key().decode())
         return 0
     if args.command == "new":
-        return operate.new(args)
+        return int(load_command("new")(args))
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -113,11 +113,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         print(settings_markdown(registry) if args.markdown else json.dumps(_defaults(), indent=2, default=str))
         return 0
-    command = operate.COMMANDS[args.command]
+    command = load_command(args.command)
     try:
-        return command(args, settings, registry)
+        return int(command(args, settings, registry))
     except KeyboardInterrupt:
         return 130
+
+
+# Where each command lives: imported when it runs, so a worker process never loads the web stack
+# (Starlette, uvicorn, the MCP server: 0.3 s of start-up) and `--help` stays quick.
+COMMANDS = {
+    "run": "worker.cli.serve:run_command",
+    "ingress": "worker.cli.serve:ingress_command",
+    "api": "worker.cli.serve:api_command",
+    "worker": "worker.cli.process:worker_command",
+    "migrate": "worker.cli.operate:migrate",
+    "integrations": "worker.cli.operate:integrations",
+    "schema": "worker.cli.operate:schema",
+    "dead": "worker.cli.operate:dead_letters",
+    "install": "worker.cli.operate:install_command",
+    "update": "worker.cli.operate:update_command",
+    "uninstall": "worker.cli.operate:uninstall_command",
+    "tools": "worker.cli.operate:tools",
+    "call": "worker.cli.operate:call",
+    "secrets": "worker.cli.operate:secrets",
+    "new": "worker.cli.operate:new",
+}
+
+
+def load_command(name: str) -> Any:
+    module, _, attribute = COMMANDS[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def _defaults() -> dict[str, Any]:

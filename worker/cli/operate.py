@@ -15,7 +15,6 @@ import uvloop
 from worker import platform
 from worker.cli import dead
 from worker.cli.scaffold import ScaffoldError, scaffold
-from worker.cli.serve import serve
 from worker.core.settings import Settings
 from worker.platform import contract
 from worker.platform.install import InstallError, InstallRequest, install, public_config, uninstall, update
@@ -29,10 +28,6 @@ from worker.sdk.registry import Registry
 Command = Callable[[argparse.Namespace, Settings, Registry], int]
 
 
-def _types(value: str | None) -> list[str] | None:
-    return [t.strip() for t in value.split(",") if t.strip()] if value else None
-
-
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
@@ -41,34 +36,14 @@ def _runtime(settings: Settings, registry: Registry) -> Runtime:
     return platform.attach(Runtime(settings, registry))
 
 
-def _run_async(coro: Awaitable[int]) -> int:
+def run_async(coro: Awaitable[int]) -> int:
     async def wrapper() -> int:
         return await coro
 
     return uvloop.run(wrapper())
 
 
-def _serve(*, ingress: bool, api: bool, worker: bool) -> Command:
-    def command(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
-
-        async def go() -> int:
-            await serve(
-                settings,
-                registry,
-                ingress=ingress,
-                api=api,
-                worker=worker,
-                types=_types(getattr(args, "types", None)),
-                concurrency=getattr(args, "concurrency", None),
-            )
-            return 0
-
-        return _run_async(go())
-
-    return command
-
-
-def _migrate(_args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+def migrate(_args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
 
     async def go() -> int:
         runtime = _runtime(settings, registry)
@@ -83,10 +58,10 @@ def _migrate(_args: argparse.Namespace, settings: Settings, registry: Registry) 
         )
         return 0
 
-    return _run_async(go())
+    return run_async(go())
 
 
-def _integrations(args: argparse.Namespace, _settings: Settings, registry: Registry) -> int:
+def integrations(args: argparse.Namespace, _settings: Settings, registry: Registry) -> int:
     catalog = contract.catalog(registry)
     if args.json:
         _print_json(catalog)
@@ -97,7 +72,7 @@ def _integrations(args: argparse.Namespace, _settings: Settings, registry: Regis
     return 0
 
 
-def _schema(args: argparse.Namespace, _settings: Settings, registry: Registry) -> int:
+def schema(args: argparse.Namespace, _settings: Settings, registry: Registry) -> int:
     schemas = contract.json_schemas(registry)
     if args.out:
         out = Path(args.out)
@@ -121,10 +96,10 @@ def _with_broker(settings: Settings, registry: Registry, work: Callable[[Any], A
             await runtime.broker.close()
             await runtime.http.aclose()
 
-    return _run_async(go())
+    return run_async(go())
 
 
-def _dead(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+def dead_letters(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     async def work(broker: Any) -> int:
         if args.dead_command == "list":
             parked = await dead.list_parked(broker, args.limit, registry)
@@ -175,7 +150,7 @@ def _json_object(text: str, option: str) -> dict[str, Any] | None:
     return value
 
 
-def _install(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+def install_command(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     config = _json_object(args.config, "--config")
     if config is None:
         return 2
@@ -204,10 +179,10 @@ def _install(args: argparse.Namespace, settings: Settings, registry: Registry) -
         )
         return 0
 
-    return _run_async(go())
+    return run_async(go())
 
 
-def _update(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+def update_command(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     changes = _json_object(args.config, "--config")
     if changes is None:
         return 2
@@ -227,10 +202,10 @@ def _update(args: argparse.Namespace, settings: Settings, registry: Registry) ->
         )
         return 0
 
-    return _run_async(go())
+    return run_async(go())
 
 
-def _uninstall(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+def uninstall_command(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
 
     async def go() -> int:
         runtime = _runtime(settings, registry)
@@ -245,10 +220,10 @@ def _uninstall(args: argparse.Namespace, settings: Settings, registry: Registry)
         print(f"uninstalled {args.integration_id}")
         return 0
 
-    return _run_async(go())
+    return run_async(go())
 
 
-def _tools(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+def tools(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
 
     async def go() -> int:
         runtime = _runtime(settings, registry)
@@ -260,10 +235,10 @@ def _tools(args: argparse.Namespace, settings: Settings, registry: Registry) -> 
         _print_json(render(tools, args.format))
         return 0
 
-    return _run_async(go())
+    return run_async(go())
 
 
-def _call(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+def call(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
     integration = registry.get(args.type)
     action = integration.action(args.action) if integration is not None else None
     if integration is None or action is None:
@@ -315,7 +290,7 @@ def _call(args: argparse.Namespace, settings: Settings, registry: Registry) -> i
         _print_json(outcome.answer())
         return {"succeeded": 0, "pending": 3}.get(outcome.status, 1)
 
-    return _run_async(go())
+    return run_async(go())
 
 
 def new(args: argparse.Namespace) -> int:
@@ -331,7 +306,7 @@ def new(args: argparse.Namespace) -> int:
     return 0
 
 
-def _secrets(_args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+def secrets(_args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
 
     async def go() -> int:
         runtime = _runtime(settings, registry)
@@ -343,22 +318,4 @@ def _secrets(_args: argparse.Namespace, settings: Settings, registry: Registry) 
         print(", ".join(f"{table}: {n} row(s) re-encrypted" for table, n in counts.items()))
         return 0
 
-    return _run_async(go())
-
-
-COMMANDS: dict[str, Command] = {
-    "run": _serve(ingress=True, api=True, worker=True),
-    "ingress": _serve(ingress=True, api=False, worker=False),
-    "api": _serve(ingress=False, api=True, worker=False),
-    "worker": _serve(ingress=False, api=False, worker=True),
-    "migrate": _migrate,
-    "integrations": _integrations,
-    "schema": _schema,
-    "dead": _dead,
-    "install": _install,
-    "update": _update,
-    "uninstall": _uninstall,
-    "tools": _tools,
-    "call": _call,
-    "secrets": _secrets,
-}
+    return run_async(go())

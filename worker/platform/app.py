@@ -4,7 +4,7 @@ browsers and AI agents call. `integration-worker run` serves it beside the ingre
 
 /integrations...          the install lifecycle and catalog (admin_api.py; IW_ADMIN_TOKEN)
 GET  /oauth/{type}/start, /callback        OAuth connect flows (oauth.py)
-POST /links               confirm an account-link token (links.py; IW_ADMIN_TOKEN)
+POST /links               confirm an account-link token (admin_api.py; IW_ADMIN_TOKEN)
 GET  /attachments/{token} a file that came with a message (attachments.py)
 /tools...                 agent tools over HTTP (tools_api.py; IW_SERVICE_TOKEN)
 /mcp                      agent tools as an MCP server (mcp_server.py; IW_SERVICE_TOKEN)
@@ -21,10 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from worker.platform.admin_api import admin_routes
+from worker.platform.admin_api import admin_routes, link_routes
 from worker.platform.attachments import attachment_routes
 from worker.platform.http import json_response
-from worker.platform.links import link_routes
 from worker.platform.mcp_server import McpEndpoint
 from worker.platform.oauth import oauth_routes
 from worker.platform.tools import ToolGateway

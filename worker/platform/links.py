@@ -13,20 +13,10 @@ person gets a confirmation where they wrote, and `integration.user_linked` is pu
 
 from __future__ import annotations
 
-import uuid
-
-import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
-from schemas.envelope import Envelope
 from schemas.events import UserLinked
 from worker.core.ids import derived_id
-from worker.core.logging import get_logger
-from worker.platform.http import Endpoint, bearer_only, error, json_response, parse_body
-from worker.runtime.runtime import Runtime
 from worker.sdk.association import LinkRefused, read
 from worker.sdk.context import Context
 from worker.sdk.unit import LogEntry
@@ -130,41 +120,3 @@ async def confirm(ctx: Context, request: LinkUserInput) -> LinkUserOutput:
             team_id=claim.team_id,
         )
     return output
-
-
-class LinkRequest(LinkUserInput):
-    team_id: str = Field(min_length=1, max_length=256, description="The team of the user who confirms.")
-
-
-def link_routes(runtime: Runtime) -> list[BaseRoute]:
-    """`POST /links`: the admin HTTP way to confirm a link token (same rules as link_user)."""
-    log = get_logger(component="links")
-
-    async def create(request: Request) -> Response:
-        body = await parse_body(request, LinkRequest)
-        if isinstance(body, Response):
-            return body
-        payload = LinkUserInput(token=body.token, user_id=body.user_id)
-        envelope = Envelope(
-            id=f"link:{uuid.uuid4()}",
-            type="integration",
-            kind="command",
-            name="link_user",
-            team_id=body.team_id,
-            payload=payload.model_dump(),
-        )
-        ctx = runtime.context(envelope, None)
-        try:
-            output = await confirm(ctx, payload)
-            assert ctx.staged is not None
-            await runtime.commit(ctx.staged)
-        except LinkRefused as exc:
-            log.info("link refused", team_id=body.team_id, status=exc.status, reason=exc.message)
-            return error(exc.status, exc.message)
-        except asyncpg.UniqueViolationError:
-            return error(409, "this account was linked to another user meanwhile")
-        log.info("link confirmed", team_id=body.team_id, link_id=output.link_id, created=output.created)
-        return json_response(output.model_dump(), 201 if output.created else 200)
-
-    admin: Endpoint = bearer_only(runtime.settings.admin_token, "admin", create)
-    return [Route("/links", admin, methods=["POST"])]

@@ -22,6 +22,7 @@ from worker.runtime.broker import Broker
 from worker.runtime.lookups import Lookups
 from worker.runtime.records import Records
 from worker.runtime.tokens import TokenStore
+from worker.runtime.unit_of_work import OnceKeys
 from worker.sdk.backend import Exchanges, Lookup, Row
 from worker.sdk.errors import PermanentError
 from worker.sdk.records import IntegrationRecord, Link
@@ -45,6 +46,7 @@ class RuntimeBackend:
         tokens: TokenStore,
         lookups: Callable[[], Lookups],
         integration_settings: dict[str, BaseSettings | None],
+        once: OnceKeys,
     ) -> None:
         self._settings = settings
         self._pool = pool
@@ -55,6 +57,7 @@ class RuntimeBackend:
         self._tokens = tokens
         self._lookups = lookups
         self._integration_settings = integration_settings
+        self._once = once
         self._caches: dict[str, TTLCache] = {type_: TTLCache() for type_ in integration_settings}
         self._exchanges = Exchanges(incoming=broker.topology.incoming, results=broker.topology.results)
         self.installer: Installer | None = None
@@ -138,6 +141,9 @@ class RuntimeBackend:
 
     async def links_across_teams(self, type_: str, *, external_user_id: str | None = None) -> list[Link]:
         return await store.links_across_teams(self._pool(), type_, external_user_id)
+
+    def emitted_once(self, key: str) -> bool:
+        return key in self._once
 
     # --- acting now ----------------------------------------------------------------------------------------
 

@@ -85,13 +85,27 @@ class Found:
     by_id: dict[str, IntegrationRow]
     by_external: dict[tuple[str, str], IntegrationRow]
     by_team: dict[tuple[str, str], list[IntegrationRow]]
+    records: dict[str, IntegrationRecord | PermanentError] = field(default_factory=dict)
+
+    def record(self, row: IntegrationRow, records: Records) -> IntegrationRecord:
+        """The row's record, read once for the batch (it names the same integration many times)."""
+        found = self.records.get(row.id)
+        if found is None:
+            try:
+                found = records.of(row)
+            except PermanentError as exc:
+                found = exc
+            self.records[row.id] = found
+        if isinstance(found, PermanentError):
+            raise found
+        return found
 
 
 async def look_up(conn: Queryable, envelopes: Sequence[Envelope]) -> Found:
-    """The inbox check and the integrations of the whole batch: two statements, one connection."""
-    processed = await store.processed(conn, [e.id for e in envelopes])
-    rows = await store.integrations_for(
+    """The inbox check and the integrations of the whole batch: one statement."""
+    processed, rows = await store.batch_look_up(
         conn,
+        [e.id for e in envelopes],
         [e.integration_id for e in envelopes if e.integration_id],
         [(e.type, e.external_team_id) for e in envelopes if not e.integration_id and e.external_team_id],
         [(e.type, e.team_id) for e in envelopes if not e.integration_id and not e.external_team_id and e.team_id],
@@ -137,7 +151,7 @@ def route(message: Message, found: Found, registry: Registry, records: Records) 
         row = candidates[0] if candidates else None
     if row is not None:
         try:
-            message.record = records.of(row)
+            message.record = found.record(row, records)
         except PermanentError as exc:
             message.failure = Failure("permanent", str(exc))
             return "parked"

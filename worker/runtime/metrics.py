@@ -52,12 +52,12 @@ def child(metric: Any, *labels: str) -> Any:
     return found
 
 
-def count(type_: str, outcome: str) -> None:
-    """One message finished with `outcome`."""
-    child(PROCESSED, type_, outcome).inc()
+def count(type_: str, outcome: str, messages: int = 1) -> None:
+    """Messages of a type finished with `outcome`."""
+    child(PROCESSED, type_, outcome).inc(messages)
     specific = _BY_OUTCOME.get(outcome)
     if specific is not None:
-        child(specific, type_).inc()
+        child(specific, type_).inc(messages)
 
 
 def observe_handler(type_: str, seconds: float) -> None:

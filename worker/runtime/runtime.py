@@ -44,6 +44,7 @@ class Runtime:
             headers={"User-Agent": "integration-worker/0.1"},
         )
         self._pool: asyncpg.Pool | None = None
+        self._reads: asyncpg.Pool | None = None
         self._lookups: Lookups | None = None
         self._started = False
         self.log = get_logger(component="runtime")
@@ -78,6 +79,7 @@ class Runtime:
             results_exchange=self.topology.results,
             publish_outbox=self.outbox.publish,
         )
+        self.unit_of_work = UnitOfWork(lambda: self.pool, self.outbox)
         self.backend = RuntimeBackend(
             settings=settings,
             pool=lambda: self.pool,
@@ -88,8 +90,8 @@ class Runtime:
             tokens=self.tokens,
             lookups=lambda: self.lookups,
             integration_settings=integration_settings,
+            once=self.unit_of_work.once,
         )
-        self.unit_of_work = UnitOfWork(lambda: self.pool, self.outbox)
 
     def add_builtin(self, integration: Integration) -> None:
         """A type built into the service (the platform's own `integration` commands); before start."""
@@ -108,6 +110,13 @@ class Runtime:
         return self._pool
 
     @property
+    def reads(self) -> asyncpg.Pool:
+        """The pool of the batch look-ups (worker/runtime/db.py says why it is apart)."""
+        if self._reads is None:
+            raise RuntimeError("the runtime has no database pool: call start()")
+        return self._reads
+
+    @property
     def lookups(self) -> Lookups:
         if self._lookups is None:
             raise RuntimeError("the runtime has no database pool: call start()")
@@ -119,7 +128,8 @@ class Runtime:
         self._started = True
         self._pool = await create_pool(self.settings)
         try:
-            self._lookups = Lookups(self._pool)
+            self._reads = await create_pool(self.settings, reads=True)
+            self._lookups = Lookups(self._reads)
             if migrate:
                 await self.migrate()
             if broker:
@@ -128,8 +138,7 @@ class Runtime:
                 else:
                     await self.broker.connect()
         except BaseException:
-            await self._pool.close()
-            self._pool = None
+            await self._close_pools()
             raise
 
     async def migrate(self) -> list[migrations.Migration]:
@@ -140,9 +149,13 @@ class Runtime:
     async def stop(self) -> None:
         await self.broker.close()
         await self.http.aclose()
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._close_pools()
+
+    async def _close_pools(self) -> None:
+        for pool in (self._pool, self._reads):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._reads = None
 
     # --- integrations -----------------------------------------------------------------------------------
 

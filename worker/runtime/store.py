@@ -33,6 +33,48 @@ _TEAM_INTEGRATIONS = f"""
     SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE team_id = $1 ORDER BY type, created_at, id"""  # noqa: S608
 
 
+# The inbox check and the integrations of a batch in one round trip: the first row carries the ids
+# already processed (its integration columns are null), the others are integrations.
+_BATCH = f"""
+    SELECT array(SELECT p.id FROM processed_events p WHERE p.id = ANY($6::text[])) AS processed,
+           NULL::text AS id, NULL::text AS team_id, NULL::text AS external_team_id, NULL::text AS name,
+           NULL::text AS type, NULL::jsonb AS config, NULL::text AS status, NULL::timestamptz AS created_at,
+           NULL::timestamptz AS updated_at
+    UNION ALL
+    SELECT NULL::text[], u.* FROM ({_INTEGRATIONS_FOR}) u"""  # noqa: S608
+
+
+async def batch_look_up(
+    conn: Queryable,
+    ids: Sequence[str],
+    integration_ids: Sequence[str],
+    external: Sequence[tuple[str, str]],
+    by_team: Sequence[tuple[str, str]],
+) -> tuple[set[str], list[IntegrationRow]]:
+    """The ids of `ids` already processed, and the integrations by id, by (type, external team
+    id) and by (type, team id): one statement, one round trip."""
+    integration_ids = list(dict.fromkeys(integration_ids))
+    external = list(dict.fromkeys(external))
+    by_team = list(dict.fromkeys(by_team))
+    records = await conn.fetch(
+        _BATCH,
+        integration_ids,
+        [t for t, _ in external],
+        [e for _, e in external],
+        [t for t, _ in by_team],
+        [team for _, team in by_team],
+        list(ids),
+    )
+    processed: set[str] = set()
+    seen: dict[str, IntegrationRow] = {}
+    for record in records:
+        if record["id"] is None:
+            processed.update(record["processed"] or ())
+        elif record["id"] not in seen:
+            seen[record["id"]] = integration_row(record)
+    return processed, list(seen.values())
+
+
 def integration_row(record: asyncpg.Record) -> IntegrationRow:
     return IntegrationRow.model_validate(dict(record))
 

@@ -103,6 +103,10 @@ class Backend(Protocol):
 
     async def links_across_teams(self, type_: str, *, external_user_id: str | None = None) -> list[Link]: ...
 
+    def emitted_once(self, key: str) -> bool:
+        """True when an event with this `once` key is known to be published already."""
+        ...
+
     # acting now
     async def publish_now(self, envelope: Envelope) -> None: ...
 

@@ -206,22 +206,29 @@ class Context:
         envelope = self.envelope
         self._emitted += 1
         event_id = derived_id(envelope.id, data.EVENT, str(self._emitted))
-        body = orjson.dumps(
-            {
-                "v": 1,
-                "id": event_id,
-                "event": data.EVENT,
-                "occurred_at": datetime.now(UTC),
-                "source_type": envelope.type,
-                "team_id": self.team_id,
-                "integration_id": self.integration_id,
-                "causation_id": envelope.id,
-                "trace_id": envelope.trace_id,
-                "data": data.model_dump(mode="json"),
-            }
-        )
         key = f"{envelope.type}:{once}" if once is not None else None
-        staged.outbox.append(OutboxItem(event_id, self._backend.exchanges.results, data.EVENT, body, once_key=key))
+        if key is not None and self._backend.emitted_once(key):
+            return event_id  # published long ago: the commit would refuse it anyway
+        head = {
+            "v": 1,
+            "id": event_id,
+            "event": data.EVENT,
+            "occurred_at": datetime.now(UTC),
+            "source_type": envelope.type,
+            "team_id": self.team_id,
+            "integration_id": self.integration_id,
+            "causation_id": envelope.id,
+            "trace_id": envelope.trace_id,
+        }
+
+        def render() -> bytes:
+            return orjson.dumps({**head, "data": data.model_dump(mode="json")})
+
+        results = self._backend.exchanges.results
+        if key is None:
+            staged.outbox.append(OutboxItem(event_id, results, data.EVENT, render()))
+        else:
+            staged.outbox.append(OutboxItem(event_id, results, data.EVENT, b"", once_key=key, render=render))
         return event_id
 
     def publish(

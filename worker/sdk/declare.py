@@ -22,17 +22,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_settings import BaseSettings
 
 from schemas.envelope import Kind
+from worker.sdk.context import Context
 from worker.sdk.http import Download
-
-if TYPE_CHECKING:
-    from worker.sdk.context import Context
-    from worker.sdk.records import IntegrationRecord
+from worker.sdk.records import IntegrationRecord
 
 InT = TypeVar("InT", bound=BaseModel)
 OutT = TypeVar("OutT", bound=BaseModel)
@@ -96,13 +94,13 @@ class WebhookRejected(Exception):
         self.message = message
 
 
-WebhookReceiver = Callable[[WebhookRequest, "Context"], Awaitable["Accept | Reply"]]
+WebhookReceiver = Callable[[WebhookRequest, Context], Awaitable["Accept | Reply"]]
 
 
 # --- handlers and actions -----------------------------------------------------------------------------
 
 
-HandlerFn = Callable[["Context"], Awaitable[None]]
+HandlerFn = Callable[[Context], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +143,7 @@ def tool_name(type_: str, action: str) -> str:
 # --- install lifecycle and OAuth ---------------------------------------------------------------------
 
 
-Hook = Callable[["Context"], Awaitable[None]]
+Hook = Callable[[Context], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +214,7 @@ class Schedule:
 
 # Fetches the file an attachment reference points at (`ref`: what the integration put in it, a
 # provider URL or file id) with the integration's own credentials; the platform serves it.
-AttachmentFetcher = Callable[["Context", "IntegrationRecord", str], Awaitable[Download]]
+AttachmentFetcher = Callable[[Context, IntegrationRecord, str], Awaitable[Download]]
 
 
 # --- the declaration ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ happens unless it all does."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,11 @@ Write = tuple[str, tuple[Any, ...]]
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
     """A message published once the unit commits: a result event, a command for later work, or
-    the answer to a waiting caller (exchange "" and the caller's queue as routing key)."""
+    the answer to a waiting caller (exchange "" and the caller's queue as routing key).
+
+    `render`, when given, makes the body at commit time instead of `body`: an event emitted
+    `once` is serialised only if it is the one that will be published (of ten handlers of one
+    batch emitting the same key, one is)."""
 
     id: str
     exchange: str
@@ -23,6 +28,12 @@ class OutboxItem:
     body: bytes
     correlation_id: str | None = None
     once_key: str | None = None  # published only if no item with this key ever was
+    render: Callable[[], bytes] | None = None
+
+    def rendered(self) -> OutboxItem:
+        if self.render is None:
+            return self
+        return OutboxItem(self.id, self.exchange, self.routing_key, self.render(), self.correlation_id, self.once_key)
 
 
 @dataclass(frozen=True, slots=True)
