@@ -153,7 +153,9 @@ async def worker(
                 if process.poll() is not None:
                     raise SystemExit("the worker exited")
                 await asyncio.sleep(0.2)
-            last = await runtime.pool.fetchval("SELECT extract(epoch FROM max(processed_at)) FROM processed_events")
+            first, last = await runtime.pool.fetchrow(
+                "SELECT extract(epoch FROM min(processed_at)), extract(epoch FROM max(processed_at)) FROM processed_events"
+            )
             after = system.processes()
             while await runtime.pool.fetchval("SELECT count(*) FROM outbox"):
                 await asyncio.sleep(0.05)
@@ -173,6 +175,7 @@ async def worker(
         return {
             "events_s": round(events / wall, 1),
             "wall_s": round(wall, 2),
+            "start_up_s": round(float(first) - started, 2),  # process start to the first commit
             "cpu_us_per_event": round(cpu["process"] / events * 1e6, 1),
             "cpu_s": cpu,
             "pull_requests": await runtime.pool.fetchval("SELECT count(*) FROM github_pull_requests"),

@@ -54,7 +54,9 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=300, description="Seconds an HTTP, MCP or CLI tool call waits for its answer."
     )
 
-    concurrency: int = Field(default=256, ge=1, description="Handlers running at once per worker process.")
+    concurrency: int = Field(
+        default=1024, ge=1, description="Handlers running at once per worker process (at most the prefetch)."
+    )
     prefetch: int = Field(default=1024, ge=1, description="Unacknowledged deliveries per worker process.")
     batch_size: int = Field(
         default=256, ge=1, description="Most deliveries taken, looked up and committed together as one batch."

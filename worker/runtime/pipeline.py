@@ -25,6 +25,7 @@ from worker.runtime.execute import execute
 from worker.runtime.failures import DB_ERRORS, classify
 from worker.runtime.runtime import Runtime
 from worker.runtime.settle import Settler
+from worker.runtime.slots import Slots
 from worker.sdk.context import Context
 from worker.sdk.unit import LogEntry
 
@@ -33,7 +34,7 @@ class Pipeline:
     def __init__(self, runtime: Runtime, acks: Acks, *, concurrency: int) -> None:
         self.runtime = runtime
         self.settings: Settings = runtime.settings
-        self.slots = asyncio.Semaphore(concurrency)
+        self.slots = Slots(concurrency)
         self.inflight: dict[str, asyncio.Future[None]] = {}
         self.settler = Settler(runtime, acks, self.inflight)
         self.log = get_logger(component="worker")
@@ -131,8 +132,11 @@ class Pipeline:
             correlation_id=delivery.correlation_id,
             redelivered=delivery.redelivered,
         )
-        async with self.slots:
+        await self.slots.acquire()
+        try:
             await execute(message, ctx, seconds=self.settings.handler_timeout)
+        finally:
+            self.slots.release()
         metrics.observe_handler(envelope.type, message.handler_seconds)
         if message.bug is not None:
             self.log.error(
