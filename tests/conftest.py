@@ -5,6 +5,7 @@ run in any order. Providers are faked over HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import socket
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from integrations.registry import REGISTRY
 from tests.fakes.github import FakeGitHubState, build_app
 from tests.fakes.server import BackgroundServer
-from worker.cli.serve import create_app
+from worker.cli.serve import create_app, http_server
 from worker.core.settings import Settings
 from worker.platform import attach
 from worker.platform.install import InstallRequest, install
@@ -181,6 +182,29 @@ async def ingress(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(runtime)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as client:
         yield client
+
+
+@pytest.fixture
+async def live_ingress(runtime: Runtime) -> AsyncIterator[str]:
+    """The ingress app served over HTTP in this event loop (lifespan on: the MCP session manager runs)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = http_server(create_app(runtime), "127.0.0.1", port)
+    task = asyncio.create_task(server.serve())
+
+    async def serving() -> bool:
+        if task.done():
+            task.result()  # it failed to start: say why
+        return bool(server.started)
+
+    await eventually(serving, timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
 
 
 class Results:

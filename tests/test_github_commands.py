@@ -44,11 +44,17 @@ async def test_a_transient_failure_succeeds_on_a_later_attempt(
     assert len(github.comments) == 1
 
 
+@pytest.mark.parametrize("command_id", [None, "long-" + "x" * 300])  # longer than an AMQP short string
 async def test_a_command_that_always_fails_is_parked_with_its_reason_and_can_be_replayed(
-    runtime: Runtime, worker: Worker, github: FakeGitHubState, github_integration: object, env: dict[str, str]
+    runtime: Runtime,
+    worker: Worker,
+    github: FakeGitHubState,
+    github_integration: object,
+    env: dict[str, str],
+    command_id: str | None,
 ) -> None:
     github.always_fail_comments = 503
-    envelope = await publish(runtime, "github", "command", "comment", COMMENT, team_id=TEAM)
+    envelope = await publish(runtime, "github", "command", "comment", COMMENT, team_id=TEAM, id=command_id)
 
     log = await eventually(
         lambda: runtime.pool.fetchrow(

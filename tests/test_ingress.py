@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import pytest
 
@@ -10,6 +13,7 @@ from tests.conftest import GITHUB_WEBHOOK_SECRET, eventually, pull_request_paylo
 from worker.cli.serve import create_app
 from worker.platform import attach
 from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 
 async def test_unknown_type_is_404(ingress: httpx.AsyncClient) -> None:
@@ -124,3 +128,39 @@ async def test_accepted_webhook_waits_on_the_queue_until_a_worker_takes_it(
         return await queue_depth(runtime, runtime.topology.queue("github")) == 1
 
     assert await eventually(depth_is_one)
+
+
+@pytest.mark.parametrize("delivery", ["d" * 300, "é" * 130, "-".join(["delivery"] * 50)])
+async def test_a_delivery_id_longer_than_an_amqp_short_string_is_accepted_and_handled(
+    live_ingress: str, runtime: Runtime, worker: Worker, github: Any, github_integration: Any, delivery: str
+) -> None:
+    """The AMQP message-id property holds 255 bytes; a longer envelope id travels whole in the
+    body and as a digest in the property (it answered 500 before)."""
+    body, headers = signed_github("pull_request", pull_request_payload())
+    sent: dict[str, Any] = {**headers, "X-GitHub-Delivery": delivery.encode()}  # raw bytes, as a provider may
+    async with httpx.AsyncClient(base_url=live_ingress) as client:
+        response = await client.post("/webhooks/github", content=body, headers=sent)
+    assert response.status_code == 202, response.text
+    envelope_id = response.json()["id"]
+    assert len(envelope_id.encode()) > 255
+    await eventually(lambda: runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", envelope_id))
+
+
+async def test_a_malformed_chunked_body_gets_400_and_a_quiet_log_line(
+    live_ingress: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    host, port = live_ingress.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"X-GitHub-Event: ping\r\nContent-Type: application/json\r\n\r\n"
+        b'4\r\n{"a"\r\nnot-a-chunk-size\r\n0\r\n\r\n'
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 400")
+    output = capfd.readouterr()
+    logged = output.out + output.err
+    assert "Traceback" not in logged and "ClientDisconnect" not in logged
+    assert "[error" not in logged and '"level":"error"' not in logged

@@ -253,3 +253,24 @@ async def test_a_dispatch_bug_returns_only_what_it_had_not_handed_over(
         await worker.stop()
     assert [p.id for p in parked] == ["poison-2"]  # parked once: not also sent back to be parked again
     assert await probe_runtime.pool.fetchval("SELECT count(*) FROM probe_rows") == 1
+
+
+async def test_a_handler_bug_parks_the_message_and_keeps_its_traceback(
+    probe_runtime: Runtime, probe_worker: Worker, env: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    crashed = await publish(
+        probe_runtime, "probe", "command", "write", {"key": "k", "value": 1, "crash": True}, team_id=TEAM
+    )
+
+    row = await eventually(
+        lambda: probe_runtime.pool.fetchrow(
+            "SELECT message, details FROM integration_logs WHERE key = 'message_parked' AND event_id = $1", crashed.id
+        )
+    )
+    assert row["message"] == "unexpected error: KeyError: 'missing-key'"
+    trace = row["details"]["traceback"]
+    assert trace.startswith("Traceback (most recent call last)") and "_settings_of" in trace and "probe.py" in trace
+    parked = json.loads(cli(env, "dead", "list", "--json").stdout)
+    assert [p["id"] for p in parked] == [crashed.id] and parked[0]["attempts"] == 1  # a bug is not retried
+    logged = capfd.readouterr().out
+    assert "handler failed with a bug" in logged and "KeyError: 'missing-key'" in logged and "_settings_of" in logged

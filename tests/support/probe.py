@@ -29,15 +29,22 @@ class WriteInput(BaseModel):
     key: str
     value: int
     sleep: float = 0.0
+    crash: bool = False  # a bug in the handler: a KeyError nobody raised on purpose
 
 
 class WriteOutput(BaseModel):
     key: str
 
 
+def _settings_of(values: dict[str, int], name: str) -> int:
+    return values[name]
+
+
 async def write(ctx: Context, request: WriteInput) -> WriteOutput:
     if request.sleep:
         await asyncio.sleep(request.sleep)
+    if request.crash:
+        _settings_of({}, "missing-key")
     ctx.db.write("INSERT INTO probe_rows (team_id, key, value) VALUES ($1, $2, $3)", request.key, request.value)
     ctx.emit(ProbeWritten(key=request.key, value=request.value))
     return WriteOutput(key=request.key)

@@ -5,8 +5,6 @@ caller on the broker as another service would be one, and the ingress served ove
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -23,7 +21,6 @@ from tests.fakes.server import BackgroundServer
 from tests.fakes.telegram import FakeTelegramState, build_app
 from tests.tools import probe
 from worker.cli.serve import create_app
-from worker.cli.serve import http_server as serve
 from worker.core.settings import Settings
 from worker.platform import attach
 from worker.platform.install import InstallRequest, install
@@ -144,23 +141,3 @@ async def broker_caller(runtime: Runtime) -> AsyncIterator[BrokerCaller]:
         caller = BrokerCaller(channel, queue, runtime.topology.incoming)
         await queue.consume(caller.on_reply, no_ack=True)
         yield caller
-
-
-@pytest.fixture
-async def live_ingress(runtime: Runtime) -> AsyncIterator[str]:
-    """The ingress app served over HTTP in this event loop (lifespan on: the MCP session manager runs)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = serve(create_app(runtime), "127.0.0.1", port)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-        if task.done():
-            task.result()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)

@@ -58,7 +58,13 @@ def configure_logging(settings: Settings) -> None:
         )
     else:
         structlog.configure(
-            processors=[*shared, structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())],
+            # tracebacks are rendered (and redacted) above: plain, never with local variables
+            processors=[
+                *shared,
+                structlog.dev.ConsoleRenderer(
+                    colors=sys.stdout.isatty(), exception_formatter=structlog.dev.plain_traceback
+                ),
+            ],
             wrapper_class=structlog.make_filtering_bound_logger(level),
             logger_factory=structlog.PrintLoggerFactory(),
             cache_logger_on_first_use=True,

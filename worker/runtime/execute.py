@@ -42,6 +42,9 @@ async def execute(message: Message, ctx: Context, *, seconds: float) -> None:
     except Exception as exc:
         classified = classify_exception(exc)
         message.failure, message.bug = classified.failure, classified.bug
+        if classified.bug is not None:
+            log = ctx.log.bind(name=message.envelope.name if message.envelope else None)
+            log.error("handler failed with a bug; message parked", error=classified.failure.reason, exc_info=exc)
         message.staged.clear()  # nothing of a failed run is written
     finally:
         timer.cancel()

@@ -138,15 +138,6 @@ class Pipeline:
         finally:
             self.slots.release()
         metrics.observe_handler(envelope.type, message.handler_seconds)
-        if message.bug is not None:
-            self.log.error(
-                "handler failed with a bug; message parked",
-                event_id=envelope.id,
-                type=envelope.type,
-                name=envelope.name,
-                error=message.failure.reason if message.failure else None,
-                exception=message.bug,
-            )
         return message
 
     def give_back(self, batch: list[Message]) -> None:
