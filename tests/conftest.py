@@ -8,9 +8,10 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import inspect
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aio_pika
@@ -47,18 +48,24 @@ def _reachable(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+@pytest.fixture(scope="session")
+def rabbitmq_and_postgresql() -> None:
+    """RabbitMQ and PostgreSQL, for the tests that need them (tests/unit needs neither): a test
+    that asks for them fails, with this reason, when they do not answer."""
     missing = [name for name, port in (("RabbitMQ", 5672), ("PostgreSQL", 5432)) if not _reachable(port)]
     if missing:
-        raise pytest.UsageError(f"{' and '.join(missing)} not reachable on 127.0.0.1: start them (see README)")
+        pytest.fail(f"{' and '.join(missing)} not reachable on 127.0.0.1: start them (see README)", pytrace=False)
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    """Poll `check` until it returns something truthy; fail with its last value after `timeout`."""
+async def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """The tests' one way to wait: poll `check` (a plain or an async callable) until it returns
+    something truthy, and return that; fail with its last value after `timeout`."""
     deadline = asyncio.get_running_loop().time() + timeout
     last: Any = None
     while asyncio.get_running_loop().time() < deadline:
-        last = await check()
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         await asyncio.sleep(interval)
@@ -106,7 +113,10 @@ def github(fake_github_server: tuple[FakeGitHubState, str]) -> FakeGitHubState:
 
 @pytest.fixture
 def env(
-    monkeypatch: pytest.MonkeyPatch, app_key: tuple[str, str], fake_github_server: tuple[FakeGitHubState, str]
+    rabbitmq_and_postgresql: None,
+    monkeypatch: pytest.MonkeyPatch,
+    app_key: tuple[str, str],
+    fake_github_server: tuple[FakeGitHubState, str],
 ) -> dict[str, str]:
     """The environment of this test's service: also what a subprocess worker gets."""
     suffix = uuid.uuid4().hex[:10]
@@ -220,6 +230,15 @@ class Results:
     def of(self, event: str) -> list[dict[str, Any]]:
         return [item for item in self.items if item["event"] == event]
 
+    async def all_in(self, runtime: Runtime) -> None:
+        """Until everything published to the results exchange so far has arrived here: a marker
+        published after it comes after it (one queue keeps the order)."""
+        marker = uuid.uuid4().hex
+        await runtime.broker.publish(
+            runtime.topology.results, "test.marker", orjson.dumps({"event": "test.marker", "id": marker})
+        )
+        await eventually(lambda: any(item["id"] == marker for item in self.of("test.marker")))
+
     async def wait_for(self, event: str, count: int = 1, timeout: float = 15.0) -> list[dict[str, Any]]:
         async def check() -> list[dict[str, Any]] | None:
             found = self.of(event)
@@ -300,6 +319,14 @@ def pull_request_payload(
         "installation": {"id": installation_id},
         "sender": {"login": "octocat", "id": 1},
     }
+
+
+async def queue_consumers(runtime: Runtime, queue_name: str) -> int:
+    connection = await aio_pika.connect(runtime.settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        return int(queue.declaration_result.consumer_count or 0)
 
 
 async def queue_depth(runtime: Runtime, queue_name: str) -> int:

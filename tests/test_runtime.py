@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 
 from schemas.envelope import Envelope
-from tests.conftest import Results, eventually, queue_depth, teardown
+from tests.conftest import Results, eventually, queue_consumers, queue_depth, teardown
 from tests.helpers import cli, publish
-from tests.support.probe import PROBE_REGISTRY, ProbeWritten
+from tests.support.probe import GATE, PROBE_REGISTRY, ProbeWritten
 from worker.cli import dead
 from worker.core.logging import get_logger
 from worker.core.settings import Settings
@@ -127,16 +127,19 @@ async def test_an_unroutable_command_is_kept_on_the_parking_queue(probe_runtime:
 
 
 async def test_in_flight_work_is_bounded_by_concurrency(probe_runtime: Runtime) -> None:
+    GATE.reset()
     worker = Worker(probe_runtime, concurrency=2)
     await worker.start()
     try:
         for i in range(6):
             await publish(
-                probe_runtime, "probe", "command", "write", {"key": f"s{i}", "value": i, "sleep": 0.3}, team_id=TEAM
+                probe_runtime, "probe", "command", "write", {"key": f"s{i}", "value": i, "gated": True}, team_id=TEAM
             )
-        await asyncio.sleep(0.45)
-        assert await probe_runtime.pool.fetchval("SELECT count(*) FROM probe_rows") <= 2
+        await eventually(lambda: GATE.waiting == 2)  # two handlers run; the other four wait for a slot
+        assert GATE.opened is not None
+        GATE.opened.set()
         await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 6 FROM probe_rows"))
+        assert GATE.most == 2
     finally:
         await worker.stop()
 
@@ -146,8 +149,10 @@ async def test_worker_consumes_only_its_types(probe_runtime: Runtime) -> None:
     await worker.start()
     try:
         await publish(probe_runtime, "probe", "command", "write", {"key": "x", "value": 1}, team_id=TEAM)
-        await asyncio.sleep(0.5)
-        assert await queue_depth(probe_runtime, probe_runtime.topology.queue("probe")) == 1
+        probe_queue = probe_runtime.topology.queue("probe")
+        assert await queue_consumers(probe_runtime, probe_queue) == 0  # nobody takes it
+        assert await queue_consumers(probe_runtime, probe_runtime.topology.queue("github")) == 1
+        assert await queue_depth(probe_runtime, probe_queue) == 1
     finally:
         await worker.stop()
     with pytest.raises(ValueError, match="unknown integration types: jira"):
@@ -189,8 +194,8 @@ async def test_an_event_emitted_once_per_key_is_published_once_across_messages(p
         await asyncio.gather(*(probe_runtime.commit(batch) for batch in staged))  # concurrent transactions
 
         events = await received.wait_for("probe.written", count=4)
-        await asyncio.sleep(0.3)
-    assert len(received.items) == 4
+        await received.all_in(probe_runtime)
+    assert len(received.of("probe.written")) == 4
     assert sorted(e["data"]["key"] for e in events) == ["own-0", "own-1", "own-2", "shared"]
 
 
@@ -217,7 +222,7 @@ async def test_a_reply_whose_caller_is_gone_does_not_send_committed_events_again
         await received.wait_for("probe.written")
         # the event went out and the reply had nowhere to go: nothing is left for the relay to send again
         await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 0 FROM outbox"))
-        await asyncio.sleep(0.3)
+        await received.all_in(probe_runtime)
     assert len(received.of("probe.written")) == 1
 
 
@@ -246,7 +251,13 @@ async def test_a_dispatch_bug_returns_only_what_it_had_not_handed_over(
     try:
         await eventually(lambda: probe_runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", good.id))
         await eventually(lambda: dead.list_parked(probe_runtime.broker, None))
-        await asyncio.sleep(0.5)
+        probe_queue = probe_runtime.topology.queue("probe")
+
+        async def drained() -> bool:  # nothing sent back is left to come again
+            return await queue_depth(probe_runtime, probe_queue) == 0
+
+        await eventually(drained)
+        await worker.wait_idle()
         parked = await dead.list_parked(probe_runtime.broker, None)
         assert calls >= 2
     finally:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -38,15 +38,6 @@ from worker.runtime.services import ServiceRunner, lock_key
 from worker.runtime.worker import Worker
 
 SLACK_SIGNING_SECRET = "slack-signing-secret"
-
-
-async def soon(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """`eventually` for a plain (not async) check: what fakes recorded."""
-
-    async def wrapped() -> Any:
-        return check()
-
-    return await eventually(wrapped, timeout)
 
 
 # --- fake providers ---------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 
-from integrations.mattermost.catch_up import mentions
 from tests.chat.conftest import (
     MATTERMOST_WEBHOOK_TOKEN,
     assert_tampered_tokens_link_nobody,
@@ -18,7 +17,6 @@ from tests.chat.conftest import (
     link_token_in,
     parked,
     settled,
-    soon,
 )
 from tests.conftest import TEAM, Results, eventually
 from tests.fakes import mattermost as fake_mattermost
@@ -65,12 +63,12 @@ async def test_a_direct_message_from_an_unlinked_person_gets_one_link_then_menti
     mattermost_integration: Any,
     services: ServiceRunner,
 ) -> None:
-    await soon(lambda: mattermost.connected == 1)
+    await eventually(lambda: mattermost.connected == 1)
     direct = posted_event(message="hi", channel_type="D", channel_id="dm00000000000000000000000a", post_id="p" * 26)
 
     mattermost.broadcast(direct)
 
-    link = (await soon(lambda: mattermost.posts))[0]
+    link = (await eventually(lambda: mattermost.posts))[0]
     assert link["channel_id"] == "dm00000000000000000000000a" and link["root_id"] == "p" * 26
     assert "https://app.example.com/integrations/associate?token=" in link["message"] and "alice" in link["message"]
     await assert_tampered_tokens_link_nobody(ingress, runtime, env, link_token_in(link["message"]))
@@ -83,7 +81,7 @@ async def test_a_direct_message_from_an_unlinked_person_gets_one_link_then_menti
         team_id=TEAM,
     )
     await results.wait_for("integration.user_linked")
-    await soon(lambda: len(mattermost.posts) == 2)  # "your account is linked", in the same thread
+    await eventually(lambda: len(mattermost.posts) == 2)  # "your account is linked", in the same thread
     assert mattermost.posts[1]["root_id"] == "p" * 26
 
     mention = posted_event(
@@ -102,7 +100,7 @@ async def test_a_direct_message_from_an_unlinked_person_gets_one_link_then_menti
     assert data["reply"]["routing_key"] == "mattermost.command.post_message"
     assert data["reply"]["input"] == {"channel_id": "chan00000000000000000000aa", "root_id": "r" * 26}
     assert data["reply"]["text_field"] == "message"
-    await soon(lambda: mattermost.reactions)
+    await eventually(lambda: mattermost.reactions)
     assert mattermost.reactions == [{"user_id": fake_mattermost.BOT_ID, "post_id": "q" * 26, "emoji_name": "eyes"}]
 
     reply = data["reply"]
@@ -114,7 +112,7 @@ async def test_a_direct_message_from_an_unlinked_person_gets_one_link_then_menti
         {**reply["input"], reply["text_field"]: "Two tasks."},
         integration_id=reply["integration_id"],
     )
-    await soon(lambda: len(mattermost.posts) == 3)
+    await eventually(lambda: len(mattermost.posts) == 3)
     assert mattermost.posts[2] == {
         "id": mattermost.posts[2]["id"],
         "channel_id": "chan00000000000000000000aa",
@@ -134,11 +132,11 @@ async def test_a_mention_in_a_channel_sends_the_link_by_direct_message_not_in_th
     mattermost_integration: Any,
     services: ServiceRunner,
 ) -> None:
-    await soon(lambda: mattermost.connected == 1)
+    await eventually(lambda: mattermost.connected == 1)
 
     mattermost.broadcast(posted_event(message="@planner hello", mentions=[fake_mattermost.BOT_ID]))
 
-    post = (await soon(lambda: mattermost.posts))[0]
+    post = (await eventually(lambda: mattermost.posts))[0]
     assert mattermost.direct_channels == [sorted([ALICE, fake_mattermost.BOT_ID])]
     assert post["channel_id"].startswith("dm-") and "integrations/associate?token=" in post["message"]
     await settled(runtime, worker, "mattermost")
@@ -176,7 +174,7 @@ async def test_outgoing_webhooks_and_slash_commands_need_the_shared_token(
     )
     assert slash.status_code == 200 and slash.json()["response_type"] == "ephemeral"
 
-    await soon(lambda: len(mattermost.posts) == 2)  # one association link for each, by direct message
+    await eventually(lambda: len(mattermost.posts) == 2)  # one association link for each, by direct message
     await settled(runtime, worker, "mattermost")
     assert len(mattermost.posts) == 2 and all("associate?token=" in p["message"] for p in mattermost.posts)
 
@@ -188,7 +186,7 @@ async def test_team_notifications_go_to_the_configured_channel(
 
     await publish(runtime, "mattermost", "command", "notify_team", {"message": "Sprint starts"}, team_id=TEAM)
 
-    post = (await soon(lambda: mattermost.posts))[0]
+    post = (await eventually(lambda: mattermost.posts))[0]
     assert post["channel_id"] == "team0000000000000000000000" and post["message"] == "Sprint starts"
 
     without, _ = await install(
@@ -239,7 +237,7 @@ async def test_posts_made_while_the_socket_was_down_are_caught_up_once(
 ) -> None:
     await link_directly(runtime, mattermost_integration, ALICE, "user-alice")
     _channels(mattermost)
-    await soon(lambda: mattermost.connected == 1)
+    await eventually(lambda: mattermost.connected == 1)
     live = _history_post("a" * 26, "@planner seen live", CHANNEL)
     mattermost.history.append(live)  # on the server, and sent over the socket
     mattermost.broadcast(posted_event(message=live["message"], mentions=[fake_mattermost.BOT_ID], post_id=live["id"]))
@@ -261,7 +259,7 @@ async def test_posts_made_while_the_socket_was_down_are_caught_up_once(
     mattermost.close_all()
 
     received = await results.wait_for("message.received", count=3)
-    await soon(lambda: mattermost.connects > connects and mattermost.connected == 1)
+    await eventually(lambda: mattermost.connects > connects and mattermost.connected == 1)
     await settled(runtime, worker, "mattermost")
     texts = sorted(r["data"]["text"] for r in results.of("message.received"))
     assert texts == ["missed in a direct message", "missed in the channel", "seen live"]
@@ -296,17 +294,6 @@ async def test_a_listener_starting_catches_up_recent_posts_but_none_from_before_
     finally:
         await runner.stop()
     assert [r["data"]["text"] for r in results.of("message.received")] == ["while the workers restarted"]
-
-
-def test_mentions_are_read_as_mattermost_reads_them() -> None:
-    assert mentions("@planner what is due?", "planner")
-    assert mentions("thanks @Planner.", "planner")  # a full stop ends the sentence, not the name
-    assert mentions("(@planner)", "planner")
-    assert not mentions("@planners, all of you", "planner")
-    assert not mentions("@planner.bot is another user", "planner")
-    assert not mentions("@planner-team", "planner")
-    assert not mentions("write to mail@planner.example", "planner")
-    assert not mentions("@planner", "")
 
 
 async def test_a_post_the_server_took_before_its_answer_was_lost_is_not_made_again(

@@ -4,7 +4,6 @@ lease connection breaks, following uninstalls and reconfigurations."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -13,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.chat.conftest import link_token_in, listener_holder, soon, spawn_worker
+from tests.chat.conftest import link_token_in, listener_holder, spawn_worker
 from tests.conftest import TEAM, eventually
 from tests.fakes import mattermost as fake_mattermost
 from tests.fakes.mattermost import FakeMattermostState, posted_event
@@ -23,23 +22,32 @@ from worker.runtime.runtime import Runtime
 from worker.runtime.services import ServiceRunner
 
 
+async def tried_the_lease(runtime: Runtime, pid: int) -> bool:
+    """Whether the worker process `pid` has asked for a service lease (and runs none)."""
+    query = await runtime.pool.fetchval(
+        "SELECT query FROM pg_stat_activity WHERE application_name = $1", f"integration-worker/services/{pid}"
+    )
+    return query is not None and "pg_try_advisory_lock" in query
+
+
 async def test_two_worker_processes_hold_one_listener_and_killing_the_holder_moves_it(
     runtime: Runtime, mattermost: FakeMattermostState, mattermost_integration: Any, env: dict[str, str]
 ) -> None:
     workers = [spawn_worker(env), spawn_worker(env)]
     try:
-        await soon(lambda: mattermost.connected == 1, timeout=30)
+        await eventually(lambda: mattermost.connected == 1, timeout=30)
         holder = await eventually(lambda: listener_holder(runtime, mattermost_integration))
         holder_pid = int(holder[1].rsplit("/", 1)[1])
         assert holder_pid in {w.pid for w in workers}
-        await asyncio.sleep(1.0)  # both workers polled several times (every 0.3 s) meanwhile
+        other = next(w.pid for w in workers if w.pid != holder_pid)
+        await eventually(lambda: tried_the_lease(runtime, other))  # the other worker tried, and was refused
         assert mattermost.connected == 1 and mattermost.connects == 1 and mattermost.max_concurrent == 1
 
         dead, survivor = sorted(workers, key=lambda w: w.pid != holder_pid)
         killed = time.monotonic()
         dead.kill()
         dead.wait(timeout=10)
-        await soon(lambda: mattermost.connects == 2 and mattermost.connected == 1, timeout=15)
+        await eventually(lambda: mattermost.connects == 2 and mattermost.connected == 1, timeout=15)
         takeover = time.monotonic() - killed
         new_holder = await eventually(lambda: listener_holder(runtime, mattermost_integration))
         assert new_holder[1].endswith(f"/{survivor.pid}")
@@ -49,7 +57,7 @@ async def test_two_worker_processes_hold_one_listener_and_killing_the_holder_mov
 
         # The survivor's listener works: a direct message gets its association link.
         mattermost.broadcast(posted_event(message="hi", channel_type="D", channel_id="dm00000000000000000000000a"))
-        post = (await soon(lambda: mattermost.posts, timeout=15))[0]
+        post = (await eventually(lambda: mattermost.posts, timeout=15))[0]
         assert link_token_in(post["message"])
     finally:
         for process in workers:
@@ -68,17 +76,17 @@ async def test_two_worker_processes_hold_one_listener_and_killing_the_holder_mov
 async def test_a_broken_lease_connection_stops_the_listener_at_once_and_it_comes_back(
     runtime: Runtime, mattermost: FakeMattermostState, mattermost_integration: Any, services: ServiceRunner
 ) -> None:
-    await soon(lambda: mattermost.connected == 1)
+    await eventually(lambda: mattermost.connected == 1)
     holder = await eventually(lambda: listener_holder(runtime, mattermost_integration))
     assert holder[1] == f"integration-worker/services/{os.getpid()}"
 
     cut = time.monotonic()
     await runtime.pool.execute("SELECT pg_terminate_backend($1)", holder[0])
 
-    await soon(lambda: mattermost.connected == 0, timeout=5)
+    await eventually(lambda: mattermost.connected == 0, timeout=5)
     stopped_after = time.monotonic() - cut
     assert stopped_after < 1.0, f"stopped after {stopped_after:.2f}s"
-    await soon(lambda: mattermost.connected == 1 and mattermost.connects == 2)
+    await eventually(lambda: mattermost.connected == 1 and mattermost.connects == 2)
     assert services.running() == [(mattermost_integration.id, "listener")]
     assert mattermost.max_concurrent == 1
 
@@ -90,40 +98,40 @@ async def test_the_listener_follows_reconfiguration_deactivation_and_uninstall(
     services: ServiceRunner,
     fake_mattermost_server: tuple[FakeMattermostState, str],
 ) -> None:
-    await soon(lambda: mattermost.connected == 1)
+    await eventually(lambda: mattermost.connected == 1)
 
     await install(  # a new token: the listener restarts with it
         runtime,
         InstallRequest("mattermost", TEAM, {"url": fake_mattermost_server[1], "token": fake_mattermost.TOKEN}),
     )
-    await soon(lambda: mattermost.connects == 2 and mattermost.connected == 1)
+    await eventually(lambda: mattermost.connects == 2 and mattermost.connected == 1)
 
     await runtime.pool.execute("UPDATE integrations SET status = 'suspended', updated_at = now()")
-    await soon(lambda: mattermost.connected == 0)
+    await eventually(lambda: mattermost.connected == 0)
     assert services.running() == []
     assert await listener_holder(runtime, mattermost_integration) is None  # the lease is released
 
     await runtime.pool.execute("UPDATE integrations SET status = 'active', updated_at = now()")
-    await soon(lambda: mattermost.connected == 1)
+    await eventually(lambda: mattermost.connected == 1)
     await uninstall(runtime, mattermost_integration.id, TEAM)
-    await soon(lambda: mattermost.connected == 0)
+    await eventually(lambda: mattermost.connected == 0)
     assert services.running() == []
 
 
 async def test_the_listener_reconnects_when_the_server_drops_it(
     runtime: Runtime, mattermost: FakeMattermostState, mattermost_integration: Any, services: ServiceRunner
 ) -> None:
-    await soon(lambda: mattermost.connected == 1)
+    await eventually(lambda: mattermost.connected == 1)
 
     mattermost.close_all()
 
-    await soon(lambda: mattermost.connects == 2 and mattermost.connected == 1)
+    await eventually(lambda: mattermost.connects == 2 and mattermost.connected == 1)
 
 
 async def test_uninstalling_over_the_admin_api_stops_the_listener(
     runtime: Runtime, mattermost: FakeMattermostState, mattermost_integration: Any, services: ServiceRunner
 ) -> None:
-    await soon(lambda: mattermost.connected == 1)
+    await eventually(lambda: mattermost.connected == 1)
     app = create_app(runtime)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
@@ -133,6 +141,6 @@ async def test_uninstalling_over_the_admin_api_stops_the_listener(
         response = await admin.delete(f"/integrations/{mattermost_integration.id}", params={"team_id": TEAM})
 
     assert response.status_code in (200, 204), response.text
-    await soon(lambda: mattermost.connected == 0)
+    await eventually(lambda: mattermost.connected == 0)
     assert services.running() == []
     assert await runtime.pool.fetchval("SELECT count(*) FROM integrations WHERE type = 'mattermost'") == 0

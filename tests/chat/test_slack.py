@@ -26,7 +26,6 @@ from tests.chat.conftest import (
     post_slack,
     settled,
     slack_event,
-    soon,
     tampered_tokens,
 )
 from tests.conftest import TEAM, Results, eventually, queue_depth
@@ -55,7 +54,7 @@ async def test_unlinked_person_gets_one_association_link_then_reaches_the_agent_
     response = await post_slack(ingress, first)
 
     assert response.status_code == 202
-    replies = await soon(lambda: slack.of("chat.postEphemeral"))
+    replies = await eventually(lambda: slack.of("chat.postEphemeral"))
     assert len(replies) == 1
     link = replies[0]
     assert link["channel"] == "C0GENERAL" and link["thread_ts"] == "1700000000.000100" and link["user"] == "U0ALICE"
@@ -76,7 +75,7 @@ async def test_unlinked_person_gets_one_association_link_then_reaches_the_agent_
     )
     linked = await results.wait_for("integration.user_linked")
     assert linked[0]["data"]["external_user_name"] == "alice"
-    await soon(lambda: len(slack.of("chat.postEphemeral")) == 2)  # "your account is linked"
+    await eventually(lambda: len(slack.of("chat.postEphemeral")) == 2)  # "your account is linked"
 
     second = mention("what is due today?", ts="1700000000.000200", thread_ts="1700000000.000100")
     assert (await post_slack(ingress, second)).status_code == 202
@@ -89,7 +88,7 @@ async def test_unlinked_person_gets_one_association_link_then_reaches_the_agent_
     assert received["team_id"] == TEAM
     assert data["reply"]["routing_key"] == "slack.command.post_message"
     assert data["reply"]["input"] == {"channel": "C0GENERAL", "thread_ts": "1700000000.000100"}
-    reactions = await soon(lambda: slack.of("reactions.add"))
+    reactions = await eventually(lambda: slack.of("reactions.add"))
     assert reactions == [{"channel": "C0GENERAL", "timestamp": "1700000000.000200", "name": "eyes"}]
 
     # The agent answers through the reply target it was given.
@@ -102,7 +101,7 @@ async def test_unlinked_person_gets_one_association_link_then_reaches_the_agent_
         {**reply["input"], reply["text_field"]: "Two tasks are due today."},
         integration_id=reply["integration_id"],
     )
-    posted = await soon(lambda: slack.of("chat.postMessage"))
+    posted = await eventually(lambda: slack.of("chat.postMessage"))
     assert posted == [
         {
             "channel": "C0GENERAL",
@@ -123,7 +122,7 @@ async def test_forged_altered_expired_or_foreign_link_tokens_link_nobody(
     env: dict[str, str],
 ) -> None:
     await post_slack(ingress, mention("hello"))
-    token = link_token_in((await soon(lambda: slack.of("chat.postEphemeral")))[0]["text"])
+    token = link_token_in((await eventually(lambda: slack.of("chat.postEphemeral")))[0]["text"])
     await assert_tampered_tokens_link_nobody(ingress, runtime, env, token)
     expired = tampered_tokens(token, env["IW_SIGNING_KEY"])["expired"]
     assert "expired" in (await confirm_link(ingress, env, expired, "user-mallory")).json()["error"]
@@ -150,7 +149,7 @@ async def test_link_user_command_links_with_a_valid_token_and_parks_a_forged_one
     env: dict[str, str],
 ) -> None:
     await post_slack(ingress, mention("hello"))
-    token = link_token_in((await soon(lambda: slack.of("chat.postEphemeral")))[0]["text"])
+    token = link_token_in((await eventually(lambda: slack.of("chat.postEphemeral")))[0]["text"])
     forged = signing.sign("a-key-the-attacker-chose-for-this-test", "link", {"iid": "x", "sub": "U0ALICE"}, 3600)
 
     bad = await publish(
@@ -202,7 +201,7 @@ async def test_slacks_retries_of_one_event_are_handled_once(
 
     assert {a.status_code for a in answers} == {202}
     assert {a.json()["id"] for a in answers} == {"slack:Ev0RETRY"}
-    await soon(lambda: slack.of("chat.postEphemeral"))
+    await eventually(lambda: slack.of("chat.postEphemeral"))
     await settled(runtime, worker, "slack")
     assert len(slack.of("chat.postEphemeral")) == 1
     assert await runtime.pool.fetchval("SELECT count(*) FROM processed_events WHERE id = 'slack:Ev0RETRY'") == 1
@@ -282,7 +281,7 @@ async def test_rotated_bot_tokens_are_refreshed_before_expiry_and_stored_at_once
         runtime, "slack", "command", "post_message", {"channel": "C0", "text": "hi"}, integration_id=record.id
     )
 
-    await soon(lambda: slack.of("chat.postMessage"))
+    await eventually(lambda: slack.of("chat.postMessage"))
     refresh = slack.of("oauth.v2.access")
     assert refresh == [{"grant_type": "refresh_token", "refresh_token": "xoxe-first"}]
     used = slack.tokens_used("chat.postMessage")[0]

@@ -17,7 +17,6 @@ from tests.chat.conftest import (
     parked,
     post_whatsapp,
     settled,
-    soon,
     twilio_signature,
     whatsapp_message,
 )
@@ -45,7 +44,7 @@ async def test_an_unlinked_number_gets_one_link_then_its_messages_reach_the_agen
 
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/xml") and answer.text == EMPTY_TWIML
-    link = (await soon(lambda: twilio.messages))[0]
+    link = (await eventually(lambda: twilio.messages))[0]
     assert (link["To"], link["From"]) == (f"whatsapp:{ALICE}", f"whatsapp:{WHATSAPP_NUMBER}")
     assert "https://app.example.com/integrations/associate?token=" in link["Body"] and "Alice" in link["Body"]
 
@@ -53,7 +52,7 @@ async def test_an_unlinked_number_gets_one_link_then_its_messages_reach_the_agen
     confirmed = await confirm_link(ingress, env, link_token_in(link["Body"]), "user-alice")
     assert confirmed.status_code == 201
     assert confirmed.json()["external_user_id"] == ALICE and confirmed.json()["integration_type"] == "whatsapp"
-    await soon(lambda: len(twilio.messages) == 2)  # "your account is linked"
+    await eventually(lambda: len(twilio.messages) == 2)  # "your account is linked"
 
     await post_whatsapp(ingress, whatsapp_message("what is due today?", sid="SM" + "1" * 32))
 
@@ -62,7 +61,7 @@ async def test_an_unlinked_number_gets_one_link_then_its_messages_reach_the_agen
     assert data["user_id"] == "user-alice" and data["external_user_name"] == "Alice" and data["is_direct"]
     assert data["message_id"] == "SM" + "1" * 32
     assert data["reply"]["routing_key"] == "whatsapp.command.send_message"
-    await soon(lambda: len(twilio.messages) == 3)
+    await eventually(lambda: len(twilio.messages) == 3)
     assert twilio.messages[2]["Body"] == "Got it, working on it…"
 
     reply = data["reply"]
@@ -74,7 +73,7 @@ async def test_an_unlinked_number_gets_one_link_then_its_messages_reach_the_agen
         {**reply["input"], reply["text_field"]: "Two tasks are due."},
         integration_id=reply["integration_id"],
     )
-    await soon(lambda: len(twilio.messages) == 4)
+    await eventually(lambda: len(twilio.messages) == 4)
     assert twilio.messages[3]["To"] == f"whatsapp:{ALICE}" and twilio.messages[3]["Body"] == "Two tasks are due."
     await settled(runtime, worker, "whatsapp")
     assert len(twilio.messages) == 4 and await link_count(runtime) == 1
@@ -112,7 +111,7 @@ async def test_a_message_delivered_twice_is_handled_once(
     second = await post_whatsapp(ingress, params)  # Twilio's retry after a timeout
 
     assert first.status_code == second.status_code == 200
-    await soon(lambda: twilio.messages)
+    await eventually(lambda: twilio.messages)
     await settled(runtime, worker, "whatsapp")
     assert len(twilio.messages) == 1
 
@@ -131,7 +130,7 @@ async def test_a_link_of_another_integration_with_the_same_external_id_does_not_
 
     await post_whatsapp(ingress, whatsapp_message("hi"))
 
-    link = (await soon(lambda: twilio.messages))[0]
+    link = (await eventually(lambda: twilio.messages))[0]
     assert "integrations/associate?token=" in link["Body"]
     await settled(runtime, worker, "whatsapp")
     assert results.of("message.received") == []

@@ -4,7 +4,6 @@ deletes that count as done when the event is gone, and push channels whose notif
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -236,7 +235,7 @@ async def test_a_notification_reports_the_changes_once(
     someone_edits(cal, TASK.hex, summary="Moved by hand", start={"dateTime": "2026-12-05T09:00:00Z"})
     assert (await ingress.post("/webhooks/google-calendar", headers=notification(channel, 3))).status_code == 202
     moved = await eventually(
-        lambda: asyncio.sleep(0, [e for e in results.of("calendar.event_changed") if e["data"]["event_id"] == TASK.hex])
+        lambda: [e for e in results.of("calendar.event_changed") if e["data"]["event_id"] == TASK.hex]
     )
     assert moved[0]["data"]["task_id"] == str(TASK)  # a task's event moved by hand: the platform hears of it
 
@@ -331,10 +330,10 @@ async def test_turning_push_off_or_uninstalling_stops_the_channels(
     cal = google.calendar(ANN)
 
     await install_type(runtime, "google-calendar", {"pushNotifications": False})  # reconfigured: renews, then stops
-    await eventually(lambda: asyncio.sleep(0, not cal.channels))
+    await eventually(lambda: not cal.channels)
     await eventually(lambda: _no_channel_rows(runtime))
     await install_type(runtime, "google-calendar", {})  # on again
-    await eventually(lambda: asyncio.sleep(0, len(cal.channels) == 1))
+    await eventually(lambda: len(cal.channels) == 1)
     await eventually(lambda: _channel_rows(runtime, 1))
     await worker.wait_idle()
     await uninstall(runtime, integration.id, TEAM, source="test")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from integrations.gmail.config import GmailSettings
@@ -195,7 +196,13 @@ async def test_a_redelivered_push_and_close_pushes_take_mail_in_once(
     for body, headers in pushes:
         assert (await ingress.post("/webhooks/gmail", content=body, headers=headers)).status_code == 202
     await asyncio.to_thread(google.message_get_started.wait, 10)
-    await asyncio.sleep(0.3)
+    pushed = {f"gmail:{orjson.loads(body)['message']['messageId']}" for body, _ in pushes}
+
+    async def notifications_handled() -> bool:  # every push fanned out while the first sync is held
+        done = await runtime.pool.fetchval("SELECT count(*) FROM processed_events WHERE id = ANY($1)", list(pushed))
+        return bool(done == len(pushed))
+
+    await eventually(notifications_handled)
     google.hold_message_get.set()
 
     await results.wait_for("task.intake", count=3)
@@ -337,7 +344,7 @@ async def test_reinstalling_rewatches_and_uninstalling_stops_the_watches(
     box = google.mailbox(ANN)
 
     await install_type(runtime, "gmail", {"dailyIntakeCap": 10})  # reconfigured
-    await eventually(lambda: asyncio.sleep(0, box.watch_calls == 1))
+    await eventually(lambda: box.watch_calls == 1)
     await eventually(
         lambda: runtime.pool.fetchval("SELECT 1 FROM integration_logs WHERE key = 'watch_renewed'")
     )  # the renewal committed

@@ -4,7 +4,6 @@ the integration installed if the team had none, and the mailbox watched right aw
 
 from __future__ import annotations
 
-import asyncio
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -64,7 +63,7 @@ async def test_connecting_gmail_links_the_user_and_watches_the_mailbox(
     assert link["access_token"].startswith("enc:v1:") and access not in link["access_token"]
     assert runtime.secrets.decrypt(link["access_token"]) == access
     assert link["token_expires_at"] is not None
-    await eventually(lambda: asyncio.sleep(0, google.mailbox(ANN).watch_calls == 1))
+    await eventually(lambda: google.mailbox(ANN).watch_calls == 1)
     cursor = await eventually(
         lambda: runtime.pool.fetchval("SELECT history_id FROM gmail_mailboxes WHERE link_id = $1", link["id"])
     )

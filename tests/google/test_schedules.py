@@ -31,10 +31,14 @@ class Ticker:
     def __init__(self) -> None:
         self.runs = 0
         self.fail = False
+        self.running = asyncio.Event()
+        self.finish = asyncio.Event()
+        self.finish.set()  # a test that wants a run to last clears it, and sets it to end the run
 
     async def job(self, ctx: BackgroundContext) -> None:
         self.runs += 1
-        await asyncio.sleep(0.3)  # long enough for the other worker to try meanwhile
+        self.running.set()
+        await self.finish.wait()
         if self.fail:
             raise RuntimeError("the job broke")
 
@@ -61,11 +65,17 @@ async def ticker_runtimes(settings: Settings) -> AsyncIterator[tuple[Ticker, Run
 async def test_a_due_schedule_runs_on_exactly_one_worker(ticker_runtimes: tuple[Ticker, Runtime, Runtime]) -> None:
     ticker, first, second = ticker_runtimes
     runners = [ScheduleRunner(first, with_maintenance=False), ScheduleRunner(second, with_maintenance=False)]
+    for runner in runners:
+        await runner.register()  # each worker does at start
+    ticker.finish.clear()
 
-    ran = await asyncio.gather(*(runner.run_due() for runner in runners))
+    running = asyncio.create_task(runners[0].run_due())
+    await ticker.running.wait()  # the first worker runs the job, holding its row
+    assert await runners[1].run_due() == []  # the second finds it taken
+    ticker.finish.set()
 
+    assert await running == ["ticker.tick"]
     assert ticker.runs == 1
-    assert sorted(ran) == [[], ["ticker.tick"]]
     row = await first.pool.fetchrow("SELECT runs, last_error, next_run_at - now() AS wait FROM schedules")
     assert row["runs"] == 1 and row["last_error"] is None
     assert 3500 < row["wait"].total_seconds() <= 3600
@@ -121,7 +131,7 @@ async def test_a_worker_process_runs_the_schedules(
         stderr=subprocess.DEVNULL,
     )
     try:
-        await eventually(lambda: asyncio.sleep(0, google.mailbox(ANN).watch_calls == 1), timeout=20)
+        await eventually(lambda: google.mailbox(ANN).watch_calls == 1, timeout=20)
         names = {r["name"] for r in await runtime.pool.fetch("SELECT name FROM schedules")}
         # the schedules of the types it consumes, and the runtime's own maintenance
         assert names == {

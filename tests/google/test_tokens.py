@@ -117,7 +117,7 @@ async def test_a_401_refreshes_and_retries_once(runtime: Runtime, google: FakeGo
 
     await command(runtime, "gmail", "renew_watch", {"link_id": link_id}, integration_id=gmail.id)
 
-    await eventually(lambda: asyncio.sleep(0, google.mailbox(ANN).watch_calls == 1))
+    await eventually(lambda: google.mailbox(ANN).watch_calls == 1)
     assert google.refresh_requests == 1
 
 

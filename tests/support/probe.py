@@ -30,6 +30,32 @@ class WriteInput(BaseModel):
     value: int
     sleep: float = 0.0
     crash: bool = False  # a bug in the handler: a KeyError nobody raised on purpose
+    gated: bool = False  # wait at GATE until the test opens it
+
+
+class Gate:
+    """Where gated writes wait, in the test's process: how many wait at once, and the way out."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.most = 0
+        self.opened: asyncio.Event | None = None
+
+    def reset(self) -> None:
+        self.waiting = self.most = 0
+        self.opened = asyncio.Event()
+
+    async def pass_through(self) -> None:
+        assert self.opened is not None, "GATE.reset() first"
+        self.waiting += 1
+        self.most = max(self.most, self.waiting)
+        try:
+            await self.opened.wait()
+        finally:
+            self.waiting -= 1
+
+
+GATE = Gate()
 
 
 class WriteOutput(BaseModel):
@@ -43,6 +69,8 @@ def _settings_of(values: dict[str, int], name: str) -> int:
 async def write(ctx: Context, request: WriteInput) -> WriteOutput:
     if request.sleep:
         await asyncio.sleep(request.sleep)
+    if request.gated:
+        await GATE.pass_through()
     if request.crash:
         _settings_of({}, "missing-key")
     ctx.db.write("INSERT INTO probe_rows (team_id, key, value) VALUES ($1, $2, $3)", request.key, request.value)

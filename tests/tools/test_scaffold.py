@@ -8,10 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from worker.cli.scaffold import ScaffoldError, add_to_registry, scaffold
-
 ROOT = Path(__file__).resolve().parents[2]
 IGNORE = shutil.ignore_patterns(".venv*", ".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
 
@@ -61,52 +57,3 @@ def test_a_scaffolded_integration_is_registered_and_passes_its_generated_test(tm
     tested = run(project, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/acme_notes")
     assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-2000:]
     assert "4 passed" in tested.stdout
-
-
-def test_new_refuses_a_taken_or_unusable_name(tmp_path: Path) -> None:
-    project = copy_project(tmp_path)
-    before = (project / "integrations" / "registry.py").read_text()
-
-    for name, reason in (
-        ("github", "already exists"),
-        ("Acme", "not a usable type"),
-        ("acme_notes", "not a usable type"),
-        ("integration", "not a usable type"),
-        ("class", "Python keyword"),
-    ):
-        with pytest.raises(ScaffoldError, match=reason):
-            scaffold(project, name)
-
-    assert (project / "integrations" / "registry.py").read_text() == before
-    refused = run(project, "-m", "worker.cli", "new", "github")
-    assert refused.returncode == 2 and "already exists" in refused.stderr
-
-
-def test_the_registry_line_keeps_the_list_sorted_and_wraps_a_long_import() -> None:
-    source = (
-        '"""Every integration."""\n\n'
-        "from integrations import github, gmail, google_calendar, mattermost, slack, smtp, task_comments, whatsapp\n"
-        "from worker.integration import Registry\n\n"
-        "REGISTRY = Registry(\n    [\n        github.integration,\n        gmail.integration,\n"
-        "        whatsapp.integration,\n    ]\n)\n"
-    )
-
-    result = add_to_registry(source, "acme_notes")
-    longer = add_to_registry(result, "zendesk_tickets")
-
-    assert result == (
-        '"""Every integration."""\n\n'
-        "from integrations import acme_notes, github, gmail, google_calendar, mattermost, slack, smtp, task_comments, "
-        "whatsapp\n"
-        "from worker.integration import Registry\n\n"
-        "REGISTRY = Registry(\n    [\n        acme_notes.integration,\n        github.integration,\n"
-        "        gmail.integration,\n        whatsapp.integration,\n    ]\n)\n"
-    )
-    assert longer.startswith(
-        '"""Every integration."""\n\n'
-        "from integrations import (\n    acme_notes,\n    github,\n    gmail,\n    google_calendar,\n    mattermost,\n"
-        "    slack,\n    smtp,\n    task_comments,\n    whatsapp,\n    zendesk_tickets,\n)\n"
-    )
-    assert longer.endswith("        whatsapp.integration,\n        zendesk_tickets.integration,\n    ]\n)\n")
-    compile(longer, "registry.py", "exec")
-    assert add_to_registry(longer, "extra").count("from integrations import (") == 1  # a wrapped import grows too

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, RootModel
 
-from tests.tools.conftest import TOOLS_REGISTRY
+from integrations.registry import REGISTRY
+from tests.tools import probe
 from worker.platform import contract
 from worker.sdk import Action, Context, Handler, Integration, Lifecycle, Registry, RegistryError
 
@@ -60,7 +61,7 @@ def test_a_sound_registry_builds_and_derives_a_command_per_action() -> None:
 
 
 def test_the_contract_carries_every_actions_schemas_and_the_tool_answers() -> None:
-    schemas = contract.json_schemas(TOOLS_REGISTRY)
+    schemas = contract.json_schemas(Registry([*REGISTRY, probe.integration]))
 
     assert set(schemas["command.github.command.comment.input"]["properties"]) == {"repository", "issue_number", "body"}
     assert set(schemas["command.telegram.command.send_message.output"]["properties"]) == {"message_id", "chat_id"}
@@ -133,10 +134,10 @@ def test_a_tool_name_must_fit_function_calling_limits() -> None:
     )
 
 
-def test_a_broken_integration_fails_start_up_with_its_message(env: dict[str, str]) -> None:
+def test_a_broken_integration_fails_start_up_with_its_message() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "worker.cli", "integrations"],
-        env={**os.environ, **env, "IW_REGISTRY": "tests.tools.broken_registry:REGISTRY"},
+        env={**os.environ, "IW_REGISTRY": "tests.tools.broken_registry:REGISTRY"},
         capture_output=True,
         text=True,
         timeout=60,
