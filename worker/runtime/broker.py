@@ -1,5 +1,5 @@
 """RabbitMQ: the management connection (aio-pika: the topology, reply queues, parked messages) and
-the publisher (worker/runtime/amqp.py: confirms pipelined, the publishes of one loop turn in one
+the publisher (worker/runtime/amqp/: confirms pipelined, the publishes of one loop turn in one
 write). The publisher reconnects by itself; while it is away, publishing raises
 `BrokerUnavailable` at once (the ingress answers 503, the worker leaves the message unacked).
 """
@@ -13,19 +13,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-import aiormq
+import aio_pika.exceptions
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from worker.core.logging import get_logger
 from worker.core.redact import redact
 from worker.runtime import amqp
-from worker.runtime.amqp_frames import Properties
+from worker.runtime.amqp import Properties
 from worker.runtime.topology import Topology, declare, message_id_for
 
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     amqp.AmqpError,
-    aiormq.exceptions.AMQPError,
+    aio_pika.exceptions.AMQPError,
     ConnectionError,
     OSError,
     TimeoutError,

@@ -44,7 +44,7 @@ from worker.core.logging import get_logger
 from worker.core.settings import Settings
 from worker.sdk.backend import Backend
 from worker.sdk.db import TeamDatabase, UnscopedReads
-from worker.sdk.errors import PermanentError
+from worker.sdk.facades import Integrations, Links
 from worker.sdk.records import IntegrationRecord, Link
 from worker.sdk.tokens import Tokens
 from worker.sdk.unit import LogEntry, OutboxItem, Staged
@@ -54,6 +54,10 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 class Context:
+    """Longer than the ~250 lines a class gets here, on purpose: it is the one object an
+    integration is handed, so every verb it may use is a method here, each a few lines that hand
+    over to the backend (worker/sdk/backend.py) or a facade (worker/sdk/facades.py)."""
+
     __slots__ = (
         "_backend",
         "_config",
@@ -157,11 +161,11 @@ class Context:
 
     @property
     def integrations(self) -> Integrations:
-        return Integrations(self)
+        return Integrations(self._backend, self.type, self.team_id, self.integration)
 
     @property
     def links(self) -> Links:
-        return Links(self)
+        return Links(self._backend, self.type, self.integration)
 
     @property
     def tokens(self) -> Tokens:
@@ -350,81 +354,3 @@ class Context:
         Busy for longer than `wait`: TransientError (the message is retried later)."""
         async with self._backend.exclusive(f"{self.type}:{key}", self._unit().writes, wait=wait):
             yield
-
-
-class Integrations:
-    """`ctx.integrations`: installed integrations of this context's type."""
-
-    __slots__ = ("_ctx",)
-
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-
-    async def get(self, integration_id: str) -> IntegrationRecord | None:
-        """One of this type by id (of this context's team, when it has one)."""
-        record = await self._ctx._backend.integration(integration_id)
-        if record is None or record.type != self._ctx.type:
-            return None
-        if self._ctx.team_id is not None and record.team_id != self._ctx.team_id:
-            return None
-        return record
-
-    async def of_team(self, team_id: str) -> list[IntegrationRecord]:
-        """The team's integrations of this type."""
-        return await self._ctx._backend.integrations(self._ctx.type, team_id=team_id)
-
-    async def active(self) -> list[IntegrationRecord]:
-        """Every active integration of this type, of every team (schedules)."""
-        return await self._ctx._backend.integrations(self._ctx.type, active_only=True)
-
-    async def reload(self) -> IntegrationRecord:
-        """This context's integration as stored now (another process may have changed its config)."""
-        integration = self._ctx.integration
-        if integration is None:
-            raise RuntimeError("this context has no integration")
-        fresh = await self._ctx._backend.integration(integration.id, fresh=True)
-        if fresh is None:
-            raise PermanentError(f"integration {integration.id} is no longer installed")
-        return fresh
-
-
-class Links:
-    """`ctx.links`: users' links to this context's integration (within its team), or of this
-    type across teams."""
-
-    __slots__ = ("_ctx",)
-
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-
-    def _scope(self) -> tuple[str, str]:
-        ctx = self._ctx
-        if ctx.integration is None:
-            raise RuntimeError("this context has no integration: use ctx.links.across_teams(...)")
-        return ctx.integration.id, ctx.integration.team_id
-
-    async def get(self, link_id: str) -> Link | None:
-        integration_id, team_id = self._scope()
-        found = await self._ctx._backend.links(integration_id, team_id, link_id=link_id)
-        return found[0] if found else None
-
-    async def find(self, external_user_id: str) -> Link | None:
-        """The link of the person with this id at the provider, if they linked."""
-        integration_id, team_id = self._scope()
-        found = await self._ctx._backend.links(integration_id, team_id, external_user_id=external_user_id)
-        return found[0] if found else None
-
-    async def named(self, external_user_names: list[str]) -> list[Link]:
-        """Links of the people with these names at the provider (GitHub logins)."""
-        integration_id, team_id = self._scope()
-        return await self._ctx._backend.links(integration_id, team_id, external_user_names=external_user_names)
-
-    async def all(self, *, user_ids: list[str] | None = None, active_only: bool = True) -> list[Link]:
-        """This integration's links (of these platform users), the most recently updated first."""
-        integration_id, team_id = self._scope()
-        return await self._ctx._backend.links(integration_id, team_id, user_ids=user_ids, active_only=active_only)
-
-    async def across_teams(self, *, external_user_id: str | None = None) -> list[Link]:
-        """Active links of every active integration of this type, whichever team (schedules,
-        receivers): all of them, or those of one account at the provider."""
-        return await self._ctx._backend.links_across_teams(self._ctx.type, external_user_id=external_user_id)

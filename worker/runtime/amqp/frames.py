@@ -97,18 +97,15 @@ def publish_frames(
         values.append(encode.field_table(properties.headers))
     flags |= 1 << 12
     values.append(b"\x02" if properties.persistent else b"\x01")
-    if properties.correlation_id is not None:
-        flags |= 1 << 10
-        values.append(_shortstr(properties.correlation_id))
-    if properties.reply_to is not None:
-        flags |= 1 << 9
-        values.append(_shortstr(properties.reply_to))
-    if properties.expiration is not None:
-        flags |= 1 << 8
-        values.append(_shortstr(properties.expiration))
-    if properties.message_id is not None:
-        flags |= 1 << 7
-        values.append(_shortstr(properties.message_id))
+    for bit, text in (
+        (10, properties.correlation_id),
+        (9, properties.reply_to),
+        (8, properties.expiration),
+        (7, properties.message_id),
+    ):
+        if text is not None:
+            flags |= 1 << bit
+            values.append(_shortstr(text))
     header = _HEADER_HEAD.pack(BASIC, 0, len(body), flags) + b"".join(values)
     parts = [
         _FRAME_HEAD.pack(FRAME_METHOD, channel, len(method)),

@@ -1,52 +1,23 @@
-"""A lean AMQP 0-9-1 client for the worker's two hot paths: consuming deliveries (with one
-multiple-ack for many) and publishing with confirms (the frames of one event-loop turn in one
-write). Everything else (declaring the topology, parked-message tools, reply queues) goes
-through aio-pika. Figures and the frame codec: worker/runtime/amqp_frames.py.
-
-A connection does not reconnect by itself: when it is lost every pending publish fails with
-`ConnectionLost`, consumers are told through `closed`, and the owner (the publisher, the
-intake) connects again under its tenacity policy. Deliveries of a lost connection are never
-acknowledged; the broker redelivers them and the inbox turns repeats into duplicates.
-"""
+"""One AMQP channel: set-up calls, consumers fed from hand-decoded deliveries, acks, and
+publishes with confirms (the frames of one loop turn in one write)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pamqp.frame
 from pamqp import commands as spec
 from pamqp.base import Frame
 
-from worker.runtime import amqp_frames as wire
-from worker.runtime.amqp_frames import Properties
-
-
-class AmqpError(Exception):
-    pass
-
-
-class ConnectionLost(AmqpError):
-    pass
-
-
-class ChannelClosed(AmqpError):
-    pass
-
-
-class Unroutable(AmqpError):
-    """The broker returned a mandatory message: no queue is bound for its routing key."""
-
-
-class Nacked(AmqpError):
-    """The broker could not take the message (a queue refused it)."""
+from worker.runtime.amqp import frames as wire
+from worker.runtime.amqp.frames import Properties
+from worker.runtime.amqp.types import AmqpError, ChannelClosed, ConnectionLost, Link, Nacked, Unroutable
 
 
 @dataclass(slots=True)
@@ -63,191 +34,10 @@ class Delivery:
 
 
 OnDelivery = Callable[[Delivery], None]
-_CAPABILITIES: dict[str, Any] = {
-    "publisher_confirms": True,
-    "consumer_cancel_notify": True,
-    "basic.nack": True,
-    "connection.blocked": True,
-    "authentication_failure_close": True,
-}
-
-
-class Connection(asyncio.Protocol):
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.loop = asyncio.get_running_loop()
-        self.closed: asyncio.Future[None] = self.loop.create_future()
-        self.frame_max = 131072
-        self.channels: dict[int, Channel] = {}
-        self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._waiting: deque[tuple[type[Frame], asyncio.Future[Any]]] = deque()
-        self._last_received = self.loop.time()
-        self._heartbeat: asyncio.Task[None] | None = None
-
-    @classmethod
-    async def open(cls, url: str, *, name: str, heartbeat: int = 30, connect_within: float = 10.0) -> Connection:
-        parts = urlsplit(url)
-        tls = parts.scheme == "amqps"
-        vhost = unquote(parts.path[1:]) if parts.path not in ("", "/") else "/"
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(connect_within):
-            _, connection = await loop.create_connection(
-                lambda: cls(name),
-                parts.hostname or "127.0.0.1",
-                parts.port or (5671 if tls else 5672),
-                ssl=ssl.create_default_context() if tls else None,
-            )
-            try:
-                await connection._handshake(
-                    unquote(parts.username or "guest"), unquote(parts.password or "guest"), vhost, heartbeat
-                )
-            except BaseException:
-                connection.abort()
-                raise
-        return connection
-
-    async def _handshake(self, user: str, password: str, vhost: str, heartbeat: int) -> None:
-        start = self._expect(spec.Connection.Start)
-        assert self._transport is not None
-        self._transport.write(b"AMQP\x00\x00\x09\x01")
-        await start
-        tune = self._expect(spec.Connection.Tune)
-        properties: dict[str, Any] = {
-            "connection_name": self.name,
-            "product": "integration-worker",
-            "capabilities": _CAPABILITIES,
-        }
-        self.send(
-            0,
-            spec.Connection.StartOk(
-                client_properties=properties, mechanism="PLAIN", response=f"\0{user}\0{password}", locale="en_US"
-            ),
-        )
-        tuned: spec.Connection.Tune = await tune
-        self.frame_max = tuned.frame_max or self.frame_max
-        beat = min(heartbeat, tuned.heartbeat) if tuned.heartbeat and heartbeat else heartbeat or tuned.heartbeat
-        self.send(0, spec.Connection.TuneOk(channel_max=tuned.channel_max, frame_max=self.frame_max, heartbeat=beat))
-        opened = self._expect(spec.Connection.OpenOk)
-        self.send(0, spec.Connection.Open(virtual_host=vhost))
-        await opened
-        if beat:
-            self._heartbeat = self.loop.create_task(self._beat(beat), name=f"amqp-heartbeat-{self.name}")
-
-    async def _beat(self, seconds: int) -> None:
-        while True:
-            await asyncio.sleep(seconds / 2)
-            if self.loop.time() - self._last_received > seconds * 2:
-                self.abort(ConnectionLost("the broker stopped answering (missed heartbeats)"))
-                return
-            self.write(wire.HEARTBEAT_FRAME)
-
-    async def channel(self, *, confirms: bool = False) -> Channel:
-        number = next(n for n in range(1, 2048) if n not in self.channels)
-        channel = Channel(self, number)
-        self.channels[number] = channel
-        await channel.rpc(spec.Channel.Open(), spec.Channel.OpenOk)
-        if confirms:
-            await channel.rpc(spec.Confirm.Select(), spec.Confirm.SelectOk)
-            channel.confirming = True
-        return channel
-
-    @property
-    def is_closed(self) -> bool:
-        return self.closed.done()
-
-    # --- writing ----------------------------------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        if self._transport is None or self.closed.done():
-            raise ConnectionLost("the broker connection is closed")
-        self._transport.write(data)
-
-    def send(self, channel: int, frame: Frame) -> None:
-        self.write(pamqp.frame.marshal(frame, channel))
-
-    def _expect(self, kind: type[Frame]) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = self.loop.create_future()
-        self._waiting.append((kind, future))
-        return future
-
-    async def close(self, wait: float = 2.0) -> None:
-        if self.closed.done():
-            return
-        ok = self._expect(spec.Connection.CloseOk)
-        with contextlib.suppress(AmqpError, TimeoutError):
-            self.send(0, spec.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
-            await asyncio.wait_for(ok, wait)
-        self.abort(ConnectionLost("closed"))
-        if ok.done() and not ok.cancelled():
-            ok.exception()  # retrieved either way
-
-    def abort(self, reason: BaseException | None = None) -> None:
-        if self._transport is not None:
-            self._transport.abort()
-        self._lost(reason or ConnectionLost("aborted"))
-
-    # --- reading ----------------------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport is not a subclass
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost(ConnectionLost(f"connection lost: {exc!r}" if exc else "connection closed by the broker"))
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        self._last_received = self.loop.time()
-        position = 0
-        try:
-            while (frame := wire.split_frame(buffer, position)) is not None:
-                kind, number, start, following = frame
-                payload = bytes(buffer[start : following - 1])
-                if number == 0:
-                    self._on_connection_frame(kind, bytes(buffer[position:following]))
-                elif (channel := self.channels.get(number)) is not None:
-                    channel.on_frame(kind, payload, buffer, position, following)
-                position = following
-        except Exception as exc:  # a frame we cannot read: nothing on this connection can be trusted
-            self.abort(ConnectionLost(f"unreadable frame from the broker: {exc!r}"))
-            return
-        del buffer[:position]
-
-    def _on_connection_frame(self, kind: int, raw: bytes) -> None:
-        if kind == wire.FRAME_HEARTBEAT:
-            return
-        _, _, frame = pamqp.frame.unmarshal(raw)
-        if isinstance(frame, spec.Connection.Close):
-            with contextlib.suppress(ConnectionLost):
-                self.send(0, spec.Connection.CloseOk())
-            self.abort(ConnectionLost(f"the broker closed the connection: {frame.reply_code} {frame.reply_text}"))
-            return
-        if isinstance(frame, spec.Connection.Blocked | spec.Connection.Unblocked):
-            return  # publishes wait for their confirms meanwhile; their timeouts say the rest
-        if self._waiting and isinstance(frame, self._waiting[0][0]):
-            _, future = self._waiting.popleft()
-            if not future.done():
-                future.set_result(frame)
-
-    def _lost(self, reason: BaseException) -> None:
-        if self.closed.done():
-            return
-        self.closed.set_exception(reason)
-        self.closed.exception()  # retrieved: owners that never await it do not warn
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-        while self._waiting:
-            _, future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(reason)
-        for channel in list(self.channels.values()):
-            channel.fail(reason)
-        self.channels.clear()
 
 
 class Channel:
-    def __init__(self, connection: Connection, number: int) -> None:
+    def __init__(self, connection: Link, number: int) -> None:
         self.connection = connection
         self.number = number
         self.confirming = False
