@@ -1,6 +1,6 @@
-"""The plain peers (a folder such as ../shared/bench/peers, set up as its README says: its own
-.venv, the `bench` database, wrk), run one at a time between the project's own runs, on quorum
-queues as the project's queues are (PEER_QUORUM=1)."""
+"""The plain peers (a folder of plain consumers and a plain ingress; bench/README.md says which
+and how to set them up: their own .venv, the `bench` database, wrk), run one at a time between
+the project's own runs, on quorum queues as the project's queues are (PEER_QUORUM=1)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ PostgreSQL, optionally interleaved with plain peers in the same run (ratios hold
 figures drift). See bench/README.md.
 
     python bench/run.py                                  # the project alone
-    python bench/run.py --peers ../shared/bench/peers    # with the peers, interleaved, and ratios
+    python bench/run.py --peers ~/peers                  # with the plain peers, interleaved, and ratios
     python bench/run.py --updates 1 --skip-ingress       # the worst case of the worker
     python bench/run.py --skip-ingress --skip-latency --profile /tmp/worker.txt   # py-spy
 

@@ -27,8 +27,10 @@ class GithubSettings(BaseSettings):
     private_key: SecretStr | None = Field(default=None, description="The App's private key, PEM.")
     private_key_file: Path | None = Field(default=None, description="Or a file holding it.")
     webhook_secret: SecretStr | None = Field(default=None, description="Verifies X-Hub-Signature-256.")
-    api_url: str = Field(default="https://api.github.com")
-    app_slug: str | None = Field(default=None, description="For the install URL github.com/apps/<slug>.")
+    api_url: str = Field(
+        default="https://api.github.com", description="GitHub's REST API (GitHub Enterprise: its API URL)."
+    )
+    app_slug: str | None = Field(default=None, description="The app's slug (github.com/apps/<slug>); not used yet.")
 
     def pem(self) -> str | None:
         if self.private_key is not None:

@@ -79,7 +79,7 @@ class GmailSettings(GoogleSettings):
 
     model_config = SettingsConfigDict(env_prefix="IW_GMAIL_", env_file=".env", extra="ignore")
 
-    api_url: str = Field(default="https://gmail.googleapis.com")
+    api_url: str = Field(default="https://gmail.googleapis.com", description="The Gmail API.")
     pubsub_topic: str | None = Field(
         default=None, description="projects/<project>/topics/<topic> that Gmail publishes mailbox changes to."
     )

@@ -27,7 +27,7 @@ class CalendarConfig(BaseModel):
 class CalendarSettings(GoogleSettings):
     model_config = SettingsConfigDict(env_prefix="IW_GOOGLE_CALENDAR_", env_file=".env", extra="ignore")
 
-    api_url: str = Field(default="https://www.googleapis.com/calendar/v3")
+    api_url: str = Field(default="https://www.googleapis.com/calendar/v3", description="The Calendar API.")
     webhook_url: str | None = Field(
         default=None,
         description="Where Google sends notifications; default: IW_PUBLIC_URL + /webhooks/google-calendar.",

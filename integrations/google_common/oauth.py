@@ -3,7 +3,7 @@
 code exchange, the refresh (`grant_type=refresh_token`; `invalid_grant` is final), and the
 account's address from the userinfo endpoint.
 
-The runtime's generic routes (`GET /oauth/{type}/start|callback`, worker/oauth.py) carry the
+The runtime's generic routes (`GET /oauth/{type}/start|callback`, worker/platform/oauth.py) carry the
 signed state (team, user, integration); `GoogleOAuthFlow.complete` stores the link through
 `ctx.tokens.save` (tokens encrypted) and then runs the integration's `after_link`.
 """

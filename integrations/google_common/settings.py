@@ -15,10 +15,17 @@ class GoogleSettings(BaseSettings):
 
     client_id: str | None = Field(default=None, description="The Google OAuth client id (a web application).")
     client_secret: SecretStr | None = Field(default=None, description="The OAuth client's secret.")
-    auth_url: str = Field(default="https://accounts.google.com/o/oauth2/v2/auth")
-    token_url: str = Field(default="https://oauth2.googleapis.com/token")
-    userinfo_url: str = Field(default="https://openidconnect.googleapis.com/v1/userinfo")
-    revoke_url: str = Field(default="https://oauth2.googleapis.com/revoke")
+    auth_url: str = Field(
+        default="https://accounts.google.com/o/oauth2/v2/auth", description="Google's OAuth consent page."
+    )
+    token_url: str = Field(default="https://oauth2.googleapis.com/token", description="Google's token endpoint.")
+    userinfo_url: str = Field(
+        default="https://openidconnect.googleapis.com/v1/userinfo", description="Who connected (their Google account)."
+    )
+    revoke_url: str = Field(
+        default="https://oauth2.googleapis.com/revoke",
+        description="Google's token revocation endpoint (not called yet: unlinking is to come).",
+    )
 
     @property
     def oauth_configured(self) -> bool:

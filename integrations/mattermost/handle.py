@@ -1,4 +1,4 @@
-"""What reaches the bot from Mattermost: WebSocket posts (worker/services.py runs the listener),
+"""What reaches the bot from Mattermost: WebSocket posts (worker/runtime/services.py runs the listener),
 outgoing webhooks and slash commands (the ingress)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The WebSocket listener: one per installed Mattermost integration, across all workers (the
-runtime's services runner holds the lease, worker/services.py).
+runtime's services runner holds the lease, worker/runtime/services.py).
 
 It authenticates the upgrade with `Authorization: Bearer <token>`, and every `posted` event that
 concerns the bot (a direct message, or a post mentioning it; never its own posts) becomes an

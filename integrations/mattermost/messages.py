@@ -1,5 +1,5 @@
 """Posts that reach the bot (WebSocket `posted`, outgoing webhooks, slash commands), handed to the
-shared conversation path (worker/conversation.py).
+shared conversation path (worker/sdk/conversation.py).
 
 A direct message is answered in the same channel; a mention in a channel in its thread
 (`root_id`, or the post itself). The association link of a mention in a channel goes to the

@@ -36,8 +36,10 @@ class SlackSettings(BaseSettings):
     client_id: str | None = Field(default=None, description="The Slack app's client id (OAuth install).")
     client_secret: SecretStr | None = Field(default=None, description="The Slack app's client secret.")
     scopes: str = Field(default=DEFAULT_SCOPES, description="Bot scopes asked for at install, comma-separated.")
-    api_url: str = Field(default="https://slack.com/api")
-    authorize_url: str = Field(default="https://slack.com/oauth/v2/authorize")
+    api_url: str = Field(default="https://slack.com/api", description="Slack's Web API.")
+    authorize_url: str = Field(
+        default="https://slack.com/oauth/v2/authorize", description="Slack's OAuth page (the install flow)."
+    )
     file_hosts: str = Field(
         default="files.slack.com", description="Hosts that may receive the bot token when fetching files."
     )

@@ -1,4 +1,4 @@
-"""App mentions and direct messages: handed to the shared conversation path (worker/conversation.py).
+"""App mentions and direct messages: handed to the shared conversation path (worker/sdk/conversation.py).
 
 Replies go in the thread: `thread_ts` when the mention is inside a thread, else the message's own
 `ts` (MIMRAI ignored `thread_ts` and started sub-threads). In a channel, the association link is

@@ -1,4 +1,4 @@
-"""Installing Slack: OAuth v2 through the runtime's generic flow (worker/oauth.py).
+"""Installing Slack: OAuth v2 through the runtime's generic flow (worker/platform/oauth.py).
 
 `GET /oauth/slack/start` answers the authorize URL with the bot scopes and a signed, expiring
 `state` (MIMRAI sent none); `GET /oauth/slack/callback` checks the state, then this exchanges

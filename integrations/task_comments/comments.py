@@ -3,7 +3,7 @@
 Only a comment that mentions the bot goes on (MIMRAI: `@<system user name>`; here also a mention
 by user id when the platform sends `mentions`), never the bot's own. The author is a platform user
 already, so no account link is needed: the comment goes through the shared conversation path
-(worker/conversation.py) as conversation `task-{task_id}-thread`, acknowledged with a
+(worker/sdk/conversation.py) as conversation `task-{task_id}-thread`, acknowledged with a
 `task_comment.reaction` event. The agent's reply command becomes a `task_comment.reply` event.
 """
 

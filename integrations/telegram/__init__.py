@@ -1,6 +1,6 @@
 """Telegram, as a bot: messages to the bot become task intake, agents send messages.
 
-The example integration of the README's "Adding an integration": a webhook verified at the
+The example integration of docs/adding-an-integration.md: a webhook verified at the
 ingress (verify.py), a handler (handle.py), an action (send.py), a config with a secret
 (config.py), and every install hook (lifecycle.py).
 """

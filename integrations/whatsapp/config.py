@@ -34,7 +34,7 @@ class WhatsappSettings(BaseSettings):
 
     account_sid: str | None = Field(default=None, description="The Twilio account (AC...).")
     auth_token: SecretStr | None = Field(default=None, description="Signs Twilio's webhooks; authenticates calls.")
-    api_url: str = Field(default="https://api.twilio.com")
+    api_url: str = Field(default="https://api.twilio.com", description="Twilio's REST API.")
     media_hosts: str = Field(default="api.twilio.com", description="Hosts that may receive the account's credentials.")
     working_text: str = Field(
         default="Got it, working on it…", description="The acknowledgement to a linked person; empty: none."

@@ -1,4 +1,4 @@
-"""An inbound WhatsApp message, handed to the shared conversation path (worker/conversation.py).
+"""An inbound WhatsApp message, handed to the shared conversation path (worker/sdk/conversation.py).
 
 The sender is the phone number (`From` without `whatsapp:`), looked up among this integration's
 links of type whatsapp (MIMRAI's lookup had no type filter). Media come as attachments fetched

@@ -1,4 +1,4 @@
-"""The README's example integration, Telegram, end to end: updates in through the ingress (secret
+"""The example integration, Telegram (docs/adding-an-integration.md), end to end: updates in through the ingress (secret
 token per integration), task intake out, and its action as a tool."""
 
 from __future__ import annotations

@@ -111,7 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     if args.command == "config":
-        print(settings_markdown(registry) if args.markdown else json.dumps(_defaults(), indent=2, default=str))
+        if args.markdown:
+            print(settings_markdown(registry), end="")
+        else:
+            print(json.dumps(_defaults(), indent=2, default=str))
         return 0
     command = load_command(args.command)
     try:

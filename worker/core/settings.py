@@ -21,17 +21,21 @@ _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IW_", env_file=".env", extra="ignore")
 
-    env: Literal["development", "production"] = "development"
-    log_level: str = "INFO"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    env: Literal["development", "production"] = Field(
+        default="development", description="`production` refuses the development keys and logs JSON."
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="`auto`: JSON, unless on a terminal in development."
+    )
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     broker_prefix: str = Field(default="iw", description="Prefix of every exchange and queue name.")
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
     database_schema: str = Field(default="public", description="PostgreSQL schema holding the tables.")
-    database_pool_size: int = Field(default=10, ge=1)
+    database_pool_size: int = Field(default=10, ge=1, description="PostgreSQL connections per process.")
 
-    http_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
+    http_host: str = Field(default="0.0.0.0", description="Address the HTTP server listens on.")  # noqa: S104
     http_port: int = Field(default=8000, description="Port of the HTTP server (ingress, platform API, or both).")
     worker_metrics_port: int = Field(default=9101, description="`/metrics` of a worker started alone; 0: off.")
     public_url: str = Field(default="http://localhost:8000", description="The ingress as providers reach it.")
@@ -83,7 +87,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="Default webhook body limit.")
     body_limits: dict[str, int] = Field(default_factory=dict, description='Per type, JSON: {"github": 26214400}')
     inbox_retention_days: float = Field(default=30.0, gt=0, description="Days processed ids are remembered.")
-    outbox_relay_interval: float = Field(default=5.0, gt=0)
+    outbox_relay_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between rounds of the relay that publishes events a crash left behind."
+    )
     lease_ttl: float = Field(default=15.0, gt=0, description="Seconds an exclusive lease outlives a crashed holder.")
     registry: str = Field(default="integrations.registry:REGISTRY", description="module:attribute of the registry")
 

@@ -13,7 +13,7 @@ POST   /integrations                      {type, team_id, config, external_team_
 PATCH  /integrations/{id}                 {team_id, config, user_id?}: change config fields
 DELETE /integrations/{id}?team_id=[&force=true]
 
-Every path runs worker/install.py, as the CLI and `integration.command.install` do. No read
+Every path runs worker/platform/install.py, as the CLI and `integration.command.install` do. No read
 returns a secret.
 """
 

@@ -128,7 +128,11 @@ class Context:
                 type=self.type,
                 team_id=self.team_id,
                 integration_id=self.integration_id,
-                **({"event_id": envelope.id, "name": envelope.name} if envelope is not None else {}),
+                **(
+                    {"event_id": envelope.id, "name": envelope.name, "trace_id": envelope.trace_id}
+                    if envelope is not None
+                    else {}
+                ),
             )
         return self._log
 

@@ -1,0 +1,46 @@
+"""The docs stay true: the configuration page is what the settings models say, and no page
+points at files users do not have."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from integrations.registry import REGISTRY
+from worker.cli.settings_doc import settings_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def markdown_pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("*/*/README.md"))]
+
+
+def test_the_configuration_page_is_generated_from_the_settings() -> None:
+    committed = (ROOT / "docs" / "configuration.md").read_text()
+    assert committed == settings_markdown(REGISTRY), "run: integration-worker config --markdown > docs/configuration.md"
+
+
+def test_every_setting_has_a_description() -> None:
+    undescribed = [line for line in settings_markdown(REGISTRY).splitlines() if line.endswith("|  |")]
+    assert undescribed == []
+
+
+def test_relative_links_lead_to_files_that_exist() -> None:
+    broken = []
+    for page in markdown_pages():
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert broken == []
+
+
+def test_no_page_points_outside_the_project() -> None:
+    outside = [
+        str(page.relative_to(ROOT))
+        for page in markdown_pages()
+        if "../shared" in page.read_text() or "shared/bench" in page.read_text()
+    ]
+    assert outside == []
