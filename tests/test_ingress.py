@@ -12,6 +12,7 @@ from integrations.github.verify import signature
 from tests.conftest import GITHUB_WEBHOOK_SECRET, eventually, pull_request_payload, queue_depth, signed_github
 from worker.cli.serve import create_app
 from worker.platform import attach
+from worker.runtime.broker import BrokerUnavailable
 from worker.runtime.runtime import Runtime
 from worker.runtime.worker import Worker
 
@@ -164,3 +165,19 @@ async def test_a_malformed_chunked_body_gets_400_and_a_quiet_log_line(
     logged = output.out + output.err
     assert "Traceback" not in logged and "ClientDisconnect" not in logged
     assert "[error" not in logged and '"level":"error"' not in logged
+
+
+async def test_webhooks_are_accepted_again_after_the_broker_closed_the_publishers_channel(
+    ingress: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    # A publish the broker refuses at the channel level (here: an exchange that does not exist;
+    # in production, say, a message over the broker's size limit) closes the publisher's channel
+    # while its connection stays open.
+    with pytest.raises(BrokerUnavailable):
+        await runtime.broker.publish(f"{runtime.topology.prefix}.no-such-exchange", "x", b"{}")
+
+    async def accepted() -> bool:
+        body, headers = signed_github("pull_request", pull_request_payload())
+        return (await ingress.post("/webhooks/github", content=body, headers=headers)).status_code == 202
+
+    assert await eventually(accepted)

@@ -10,6 +10,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from schemas.envelope import Envelope
 from tests.conftest import Results, eventually, queue_consumers, queue_depth, teardown
@@ -71,9 +72,11 @@ async def test_a_write_the_database_refuses_parks_that_message_alone(
 async def test_events_of_a_run_are_published_once_with_stable_ids(
     probe_runtime: Runtime, probe_worker: Worker, results: Results
 ) -> None:
+    published_before = REGISTRY.get_sample_value("iw_result_events_total", {"event": "probe.written"}) or 0.0
     envelope = await publish(probe_runtime, "probe", "command", "write", {"key": "a", "value": 1}, team_id=TEAM)
     events = await results.wait_for("probe.written")
     assert events[0]["causation_id"] == envelope.id and events[0]["data"] == {"key": "a", "value": 1}
+    assert REGISTRY.get_sample_value("iw_result_events_total", {"event": "probe.written"}) == published_before + 1
     # published, then deleted with the next commit or within a second
     await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 0 FROM outbox"))
 
@@ -285,3 +288,81 @@ async def test_a_handler_bug_parks_the_message_and_keeps_its_traceback(
     assert [p["id"] for p in parked] == [crashed.id] and parked[0]["attempts"] == 1  # a bug is not retried
     logged = capfd.readouterr().out
     assert "handler failed with a bug" in logged and "KeyError: 'missing-key'" in logged and "_settings_of" in logged
+
+
+async def test_a_copy_that_waited_for_one_sent_back_is_sent_back_too_not_lost(
+    probe_runtime: Runtime, probe_worker: Worker
+) -> None:
+    # The broker redelivers a message whose consumer connection dropped while its first copy still
+    # runs; that copy then fails and cannot reach the retry queue (the broker's publisher is away
+    # too) nor be requeued (its channel is gone). The redelivered copy is the only one left.
+    GATE.reset()
+    queue = probe_runtime.topology.queue("probe")
+    payload = {"key": "only-copy", "value": 1, "gated": True, "fail_first": True}
+    await publish(probe_runtime, "probe", "command", "write", payload, team_id=TEAM)
+    await eventually(lambda: GATE.waiting == 1)
+
+    consumer = probe_worker.intake._connection
+    assert consumer is not None
+    consumer.abort()  # the first copy keeps running; the broker redelivers the message
+
+    async def redelivered() -> bool:
+        return (
+            consumer.is_closed
+            and await queue_consumers(probe_runtime, queue) == 1
+            and (await queue_depth(probe_runtime, queue) == 0)
+        )
+
+    await eventually(redelivered)
+    broker, url = probe_runtime.broker, probe_runtime.broker.url
+    broker._url = "amqp://guest:guest@127.0.0.1:1/"  # the publisher cannot come back for now
+    assert broker._connection is not None
+    broker._connection.abort()
+    GATE.opened.set()  # the first copy fails (transient); its retry cannot be published
+
+    await eventually(lambda: GATE.waiting == 0)
+    broker._url = url  # the broker is back
+
+    row = await eventually(
+        lambda: probe_runtime.pool.fetchval("SELECT value FROM probe_rows WHERE key = 'only-copy'"), timeout=30
+    )
+    assert row == 1
+
+
+async def test_an_integration_row_that_cannot_be_read_parks_its_messages_only(
+    probe_runtime: Runtime, probe_worker: Worker
+) -> None:
+    await probe_runtime.pool.execute("ALTER TABLE integrations DROP CONSTRAINT integrations_config_is_an_object")
+    broken = await probe_runtime.pool.fetchval(
+        "INSERT INTO integrations (team_id, name, type, config) VALUES ('team-broken', 'Probe', 'probe', '[1]')"
+        " RETURNING id"
+    )
+    lost = await publish(probe_runtime, "probe", "command", "write", {"key": "x", "value": 1}, integration_id=broken)
+    fine = await publish(probe_runtime, "probe", "command", "write", {"key": "y", "value": 2}, team_id=TEAM)
+
+    await eventually(lambda: probe_runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", fine.id))
+    parked = await eventually(lambda: dead.list_parked(probe_runtime.broker, None))
+    assert [(p.id, p.error) for p in parked] == [(lost.id, f"unknown integration for integration_id={broken}")]
+
+
+async def test_a_config_that_is_not_an_object_is_refused_by_the_database(probe_runtime: Runtime) -> None:
+    with pytest.raises(asyncpg.CheckViolationError):
+        await probe_runtime.pool.execute(
+            "INSERT INTO integrations (team_id, name, type, config) VALUES ('t', 'Probe', 'probe', '[1]')"
+        )
+
+
+async def test_a_handler_cancelled_from_within_is_retried_and_the_batch_goes_on(
+    probe_runtime: Runtime, probe_worker: Worker
+) -> None:
+    cancelled = await publish(
+        probe_runtime, "probe", "command", "write", {"key": "c", "value": 1, "cancelled_inside": True}, team_id=TEAM
+    )
+    others = [
+        await publish(probe_runtime, "probe", "command", "write", {"key": f"o{i}", "value": i}, team_id=TEAM)
+        for i in range(3)
+    ]
+
+    await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 4 FROM probe_rows"), timeout=30)
+    done = {r["id"] for r in await probe_runtime.pool.fetch("SELECT id FROM processed_events")}
+    assert done == {cancelled.id, *(o.id for o in others)}

@@ -1,4 +1,4 @@
-"""The services runner (worker/services.py) with the Mattermost listener: one live listener per
+"""The services runner (worker/runtime/services.py) with the Mattermost listener: one live listener per
 integration across worker processes, handed over when its holder dies, stopped at once when the
 lease connection breaks, following uninstalls and reconfigurations."""
 

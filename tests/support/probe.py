@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from integrations.registry import REGISTRY
 from schemas.events import EventData
-from worker.sdk import Action, Context, Integration, Registry
+from worker.sdk import Action, Context, Integration, Registry, TransientError
 
 
 class ProbeWritten(EventData):
@@ -31,6 +31,8 @@ class WriteInput(BaseModel):
     sleep: float = 0.0
     crash: bool = False  # a bug in the handler: a KeyError nobody raised on purpose
     gated: bool = False  # wait at GATE until the test opens it
+    fail_first: bool = False  # a transient failure on its first delivery (not on a repeat)
+    cancelled_inside: bool = False  # on its first delivery, awaits something cancelled elsewhere
 
 
 class Gate:
@@ -73,6 +75,12 @@ async def write(ctx: Context, request: WriteInput) -> WriteOutput:
         await GATE.pass_through()
     if request.crash:
         _settings_of({}, "missing-key")
+    if request.cancelled_inside and not ctx.is_repeat:
+        cancelled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        cancelled.cancel()
+        await cancelled
+    if request.fail_first and not ctx.is_repeat:
+        raise TransientError("the provider is busy (first try)")
     ctx.db.write("INSERT INTO probe_rows (team_id, key, value) VALUES ($1, $2, $3)", request.key, request.value)
     ctx.emit(ProbeWritten(key=request.key, value=request.value))
     return WriteOutput(key=request.key)

@@ -1,5 +1,5 @@
 """The install lifecycle: the catalog a dashboard renders, and install, update and uninstall through
-the admin API, the broker command and the CLI, all on worker/install.py's one path."""
+the admin API, the broker command and the CLI, all on worker/platform/install.py's one path."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def test_the_registry_line_keeps_the_list_sorted_and_wraps_a_long_import() -> No
     source = (
         '"""Every integration."""\n\n'
         "from integrations import github, gmail, google_calendar, mattermost, slack, smtp, task_comments, whatsapp\n"
-        "from worker.integration import Registry\n\n"
+        "from worker.sdk import Registry\n\n"
         "REGISTRY = Registry(\n    [\n        github.integration,\n        gmail.integration,\n"
         "        whatsapp.integration,\n    ]\n)\n"
     )
@@ -46,7 +46,7 @@ def test_the_registry_line_keeps_the_list_sorted_and_wraps_a_long_import() -> No
         '"""Every integration."""\n\n'
         "from integrations import acme_notes, github, gmail, google_calendar, mattermost, slack, smtp, task_comments, "
         "whatsapp\n"
-        "from worker.integration import Registry\n\n"
+        "from worker.sdk import Registry\n\n"
         "REGISTRY = Registry(\n    [\n        acme_notes.integration,\n        github.integration,\n"
         "        gmail.integration,\n        whatsapp.integration,\n    ]\n)\n"
     )

@@ -39,6 +39,7 @@ def http_server(app: Any, host: str, port: int) -> QuietServer:
         lifespan="on",
         access_log=False,
         log_level="warning",
+        log_config=None,  # uvicorn's records go through the root handler, redacted (worker/core/logging.py)
         timeout_graceful_shutdown=10,
         backlog=2048,
         proxy_headers=False,  # the public URL comes from IW_PUBLIC_URL, never from request headers

@@ -21,16 +21,33 @@ _PLAIN_KEYS = frozenset(
 )  # fmt: skip
 
 
+def _redacted(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    lowered = key.lower()
+    if any(marker in lowered for marker in _SENSITIVE_KEYS):
+        return "[redacted]"
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: _redacted(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redacted(key, v) for v in value]
+    return value
+
+
 def _redact_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
     for key, value in event_dict.items():
-        if key in _PLAIN_KEYS:
-            continue
-        lowered = key.lower()
-        if any(marker in lowered for marker in _SENSITIVE_KEYS) and value is not None:
-            event_dict[key] = "[redacted]"
-        elif isinstance(value, str):
-            event_dict[key] = redact(value)
+        if key not in _PLAIN_KEYS:
+            event_dict[key] = _redacted(key, value)
     return event_dict
+
+
+class _RedactingFormatter(logging.Formatter):
+    """The standard library's records (uvicorn's, asyncio's), redacted like ours."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def _dumps(value: Any, **_: Any) -> bytes:
@@ -69,7 +86,13 @@ def configure_logging(settings: Settings) -> None:
             logger_factory=structlog.PrintLoggerFactory(),
             cache_logger_on_first_use=True,
         )
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)
+    root = logging.getLogger()
+    for previous in [h for h in root.handlers if isinstance(h.formatter, _RedactingFormatter)]:
+        root.removeHandler(previous)  # configured again (tests): one handler of ours, others left alone
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(max(level, logging.WARNING))
 
 
 def get_logger(**bound: Any) -> structlog.typing.FilteringBoundLogger:

@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     concurrency: int = Field(
         default=1024, ge=1, description="Handlers running at once per worker process (at most the prefetch)."
     )
-    prefetch: int = Field(default=1024, ge=1, description="Unacknowledged deliveries per worker process.")
+    prefetch: int = Field(
+        default=1024, ge=1, description="Unacknowledged deliveries per queue (integration type) a worker consumes."
+    )
     batch_size: int = Field(
         default=256, ge=1, description="Most deliveries taken, looked up and committed together as one batch."
     )
@@ -73,7 +75,7 @@ class Settings(BaseSettings):
     )
     straggler_wait: float = Field(
         default=0.05,
-        ge=0,
+        gt=0,
         description="Seconds a batch waits for its slowest handlers before committing the finished ones.",
     )
     handler_timeout: float = Field(default=60.0, gt=0, description="Seconds before a handler counts as failed.")

@@ -9,7 +9,7 @@ Any MCP client connects with:
                                             has linked an account)
 
 `tools/list` answers what `GET /tools?format=mcp` does; `tools/call` runs the same path as
-`POST /tools/{name}/call` (worker/tools.py), with the idempotency key in the request's
+`POST /tools/{name}/call` (worker/platform/tools.py), with the idempotency key in the request's
 `_meta.idempotency_key` (or the `Idempotency-Key` header). A refused or failed call is a
 tool result with `isError: true` whose text says why (per field for invalid input); a call
 still running after IW_TOOL_TIMEOUT says so with its `call_id`, and the same key asked again

@@ -130,6 +130,9 @@ class Broker:
         channel = await connection.channel(confirms=True)
         self._connection, self._channel = connection, channel
         connection.closed.add_done_callback(self._on_publisher_lost)
+        # A channel the broker closed (a message over its size limit, an exchange deleted) leaves
+        # the connection open: drop the connection too, so the reconnect below replaces both.
+        channel.on_broker_close = connection.abort
 
     def _on_publisher_lost(self, _: asyncio.Future[None]) -> None:
         self._channel = None

@@ -49,6 +49,7 @@ class Message:
     poison: bool = False
     owns_inflight: bool = False  # this copy handles its id; copies arriving meanwhile wait for it
     settled: bool = False  # acknowledged or sent back: never again
+    answer_again: bool = True  # a duplicate call's caller gets the stored answer
 
     @property
     def id(self) -> str | None:

@@ -34,10 +34,13 @@ async def execute(message: Message, ctx: Context, *, seconds: float) -> None:
         else:
             await actions.run(ctx, route)
     except asyncio.CancelledError:
-        if not expired:
-            raise
-        task.uncancel()
-        message.failure = Failure("transient", f"handler timed out after {seconds:g}s")
+        if expired:
+            task.uncancel()
+            message.failure = Failure("transient", f"handler timed out after {seconds:g}s")
+        elif task.cancelling():
+            raise  # the worker is stopping: the message goes back to its queue
+        else:  # raised inside the handler (a task it awaited was cancelled): a failure like any other
+            message.failure = Failure("transient", "the handler was cancelled from within (CancelledError)")
         message.staged.clear()
     except Exception as exc:
         classified = classify_exception(exc)

@@ -13,13 +13,14 @@ the delete) is harmless.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import asyncpg
 
 from worker.core.logging import get_logger
 from worker.core.redact import redact
-from worker.runtime import store
+from worker.runtime import metrics, store
 from worker.runtime.broker import Broker, BrokerUnavailable, Outgoing, Unroutable
 from worker.sdk.unit import OutboxItem
 
@@ -51,6 +52,7 @@ class Outbox:
         if not items:
             return True
         outcomes = await self._broker.publish_many([_outgoing(item) for item in items])
+        self._count(items, outcomes)
         done = [
             item.id
             for item, outcome in zip(items, outcomes, strict=True)
@@ -67,6 +69,17 @@ class Outbox:
             "outbox items left for the relay", error=redact("; ".join(sorted(errors))), count=len(items) - len(done)
         )
         return False
+
+    def _count(self, items: Sequence[OutboxItem], outcomes: Sequence[BrokerUnavailable | None]) -> None:
+        """`iw_result_events_total`, by event: the result events the broker took."""
+        results = self._broker.topology.results
+        taken = Counter(
+            item.routing_key
+            for item, outcome in zip(items, outcomes, strict=True)
+            if outcome is None and item.exchange == results
+        )
+        for event, count in taken.items():
+            metrics.child(metrics.EVENTS_PUBLISHED, event).inc(count)
 
     def take_published(self) -> list[str]:
         """The ids published and not deleted yet: a commit deletes them in its transaction (and
@@ -127,6 +140,7 @@ class Outbox:
             due = await store.due_outbox(conn, older_than, RELAY_BATCH)
             if due:
                 outcomes = await self._broker.publish_many([_outgoing(item) for item in due])
+                self._count(due, outcomes)
                 done = [
                     item.id
                     for item, outcome in zip(due, outcomes, strict=True)

@@ -20,7 +20,7 @@ from worker.core.logging import get_logger
 from worker.core.settings import Settings
 from worker.runtime import dispatch, metrics, results
 from worker.runtime.acks import Acks
-from worker.runtime.dispatch import Message
+from worker.runtime.dispatch import Message, Outcome
 from worker.runtime.execute import execute
 from worker.runtime.failures import DB_ERRORS, classify
 from worker.runtime.runtime import Runtime
@@ -35,7 +35,7 @@ class Pipeline:
         self.runtime = runtime
         self.settings: Settings = runtime.settings
         self.slots = Slots(concurrency)
-        self.inflight: dict[str, asyncio.Future[None]] = {}
+        self.inflight: dict[str, asyncio.Future[Outcome]] = {}
         self.settler = Settler(runtime, acks, self.inflight)
         self.log = get_logger(component="worker")
 
@@ -56,24 +56,37 @@ class Pipeline:
             self.inflight[message.envelope.id] = loop.create_future()
             message.owns_inflight = True
             ready.append(message)
-        runnable = await self._route(ready, settled)
-        tasks: set[asyncio.Task[Message]] = {loop.create_task(self._execute(m)) for m in runnable}
-        tasks.update(waits)
-        wave = settled
-        while True:
-            if tasks:
-                done, tasks = await asyncio.wait(tasks, timeout=self.settings.straggler_wait)
-                wave = wave + [task.result() for task in done]
-            if wave:
-                await self.settler.settle(wave)
-                wave = []
-            if not tasks:
-                return
+        tasks: set[asyncio.Task[Message]] = set(waits)
+        try:
+            runnable = await self._route(ready, settled)
+            tasks.update(loop.create_task(self._execute(m)) for m in runnable)
+            wave = settled
+            while True:
+                if tasks:
+                    done, tasks = await asyncio.wait(tasks, timeout=self.settings.straggler_wait)
+                    wave = wave + [task.result() for task in done]
+                if wave:
+                    await self.settler.settle(wave)
+                    wave = []
+                if not tasks:
+                    return
+        except BaseException:
+            # Shut down, or a bug of the worker's own: no handler of this batch outlives it (its
+            # messages go back to the queue, and must not run beside their redelivery).
+            for task in tasks:
+                task.cancel()
+            raise
 
-    async def _after(self, other: asyncio.Future[None], message: Message) -> Message:
-        """The same id is being handled in flight: once that copy is settled, this is a duplicate."""
-        await asyncio.shield(other)
-        message.outcome = "duplicate"
+    async def _after(self, other: asyncio.Future[Outcome], message: Message) -> Message:
+        """The same id is being handled in flight: once that copy is settled, this one is a
+        duplicate if that copy's outcome is durable (committed, or on a retry or parking queue);
+        if it went back to its queue, so does this one (it may be the only copy left)."""
+        first = await asyncio.shield(other)
+        if first == "returned":
+            message.outcome = "returned"
+        else:
+            message.outcome = "duplicate"
+            message.answer_again = first != "retried"  # a retried call answers its caller itself
         return message
 
     async def _route(self, ready: list[Message], settled: list[Message]) -> list[Message]:

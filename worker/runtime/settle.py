@@ -13,6 +13,7 @@ runs again), and parked messages are safe on the parking queue with only their l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from schemas.tools import ToolReply
 from worker.core.logging import get_logger
 from worker.runtime import metrics, results
 from worker.runtime.acks import Acks
+from worker.runtime.amqp import AmqpError, Delivery
 from worker.runtime.dispatch import Message, Outcome
 from worker.runtime.failures import DB_ERRORS, classify
 from worker.runtime.retry import Retrier
@@ -32,10 +34,11 @@ from worker.sdk.errors import Failure
 from worker.sdk.unit import LogEntry, OutboxItem, Staged
 
 _LOG_ERROR_MAX = 2000
+RETURN_AFTER = 1.0  # seconds a delivery that goes back to its queue is held first
 
 
 class Settler:
-    def __init__(self, runtime: Runtime, acks: Acks, inflight: dict[str, asyncio.Future[None]]) -> None:
+    def __init__(self, runtime: Runtime, acks: Acks, inflight: dict[str, asyncio.Future[Outcome]]) -> None:
         self.runtime = runtime
         self.acks = acks
         self.inflight = inflight
@@ -59,9 +62,14 @@ class Settler:
         if committed.refused:  # the database refused their writes: parked now, with the reason
             refused = []
             for index, failure in committed.refused.items():
-                wave[index].failure, wave[index].outcome = failure, None
-                wave[index].staged.clear()
-                refused.append(wave[index])
+                message = wave[index]
+                message.staged.clear()
+                if message.outcome in ("parked", "retried"):
+                    # already on the parking or a retry queue: only its log row is lost
+                    self.log.warning("log row of a parked message refused", error=failure.reason)
+                    continue
+                message.failure, message.outcome = failure, None
+                refused.append(message)
             await self._park_refused(refused)
         self._finish(wave)
 
@@ -127,7 +135,7 @@ class Settler:
         answers: dict[int, OutboxItem] = {}
         for message in wave:
             envelope, reply_to = message.envelope, message.delivery.reply_to
-            if message.outcome != "duplicate" or envelope is None or not reply_to:
+            if message.outcome != "duplicate" or envelope is None or not reply_to or not message.answer_again:
                 continue
             try:
                 stored = await results.get(self.runtime.pool, envelope.id)
@@ -154,6 +162,8 @@ class Settler:
         )
 
     async def _park_refused(self, refused: list[Message]) -> None:
+        if not refused:
+            return
         for message, outcome in zip(refused, await self.retrier.send(refused), strict=True):
             message.outcome = outcome
         units = [unit for message in refused if (unit := self._unit(message, {})) is not None]
@@ -166,6 +176,7 @@ class Settler:
         acks = self.acks
         now = time.perf_counter()
         outcomes: Counter[tuple[str, str]] = Counter()
+        returned: list[Delivery] = []
         for message in wave:
             if message.settled:
                 continue
@@ -173,16 +184,20 @@ class Settler:
             delivery = message.delivery
             outcome: Outcome = message.outcome or "returned"
             if outcome == "returned":
-                acks.reject(delivery.channel, delivery.tag, requeue=True)
+                returned.append(delivery)
             else:
                 acks.ack(delivery.channel, delivery.tag)
             if message.owns_inflight and message.envelope is not None:
                 future = self.inflight.pop(message.envelope.id, None)
                 if future is not None and not future.done():
-                    future.set_result(None)
+                    future.set_result(outcome)
             outcomes[(message.queue_type, outcome)] += 1
             self._log(message, outcome, now)
         acks.flush()
+        if returned:
+            # Back to the queue after a pause, not at once: what could not be made durable (the
+            # broker's publisher or the database away) would otherwise run again in a tight loop.
+            asyncio.get_running_loop().call_later(RETURN_AFTER, self._requeue, returned)
         by_outcome: Counter[str] = Counter()
         for (type_, name), count in outcomes.items():
             metrics.count(type_, name, count)
@@ -192,6 +207,12 @@ class Settler:
             self.log.info(
                 "wave settled", outcomes=dict(by_outcome), messages=len(wave), slowest_ms=round(slowest * 1000, 2)
             )
+
+    def _requeue(self, deliveries: list[Delivery]) -> None:
+        with contextlib.suppress(AmqpError):  # a channel closed meanwhile: the broker redelivers anyway
+            for delivery in deliveries:
+                self.acks.reject(delivery.channel, delivery.tag, requeue=True)
+            self.acks.flush()
 
     def _log(self, message: Message, outcome: Outcome, now: float) -> None:
         if outcome in ("success", "duplicate", "ignored", "skipped_inactive") and not self.debug:
@@ -213,8 +234,10 @@ class Settler:
 
     def give_back(self, batch: Sequence[Message]) -> None:
         """After a bug of the worker's own: every message of the batch not settled yet goes back
-        to its queue (a crash loop ends parked by the queue's delivery limit)."""
+        to its queue (a crash loop ends parked by the queue's delivery limit), except those
+        already on a retry or the parking queue (acknowledged: that copy carries on)."""
         unsettled = [m for m in batch if not m.settled]
         for message in unsettled:
-            message.outcome = None
+            if message.outcome not in ("retried", "parked"):
+                message.outcome = None
         self._finish(unsettled)

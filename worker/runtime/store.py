@@ -7,11 +7,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+from pydantic import ValidationError
 
 from schemas.rows import IntegrationRow
+from worker.core.logging import get_logger
 from worker.runtime.db import Conn, Queryable
+from worker.sdk.errors import validation_summary
 from worker.sdk.records import Link
 from worker.sdk.unit import LogEntry, OutboxItem
+
+_log = get_logger(component="store")
 
 INTEGRATION_COLUMNS = "id, team_id, external_team_id, name, type, config, status, created_at, updated_at"
 _ALIASED = ", ".join(f"i.{column}" for column in INTEGRATION_COLUMNS.split(", "))
@@ -71,7 +76,10 @@ async def batch_look_up(
         if record["id"] is None:
             processed.update(record["processed"] or ())
         elif record["id"] not in seen:
-            seen[record["id"]] = integration_row(record)
+            try:
+                seen[record["id"]] = integration_row(record)
+            except ValidationError as exc:  # its messages are parked as naming no integration
+                _log.error("integration row unreadable", integration_id=record["id"], error=validation_summary(exc))
     return processed, list(seen.values())
 
 

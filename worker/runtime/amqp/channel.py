@@ -43,6 +43,8 @@ class Channel:
         self.confirming = False
         self.consumers: dict[str, OnDelivery] = {}
         self.on_cancel: Callable[[str], None] | None = None
+        # called once when the broker closes this channel (the connection stays open)
+        self.on_broker_close: Callable[[BaseException], None] | None = None
         self._rpc: deque[tuple[type[Frame], asyncio.Future[Any]]] = deque()
         self._closed: BaseException | None = None
         # content being received: ("deliver" | "return", arguments), then its header and body
@@ -229,7 +231,10 @@ class Channel:
             with contextlib.suppress(ConnectionLost):
                 self.connection.send(self.number, spec.Channel.CloseOk())
             self.connection.channels.pop(self.number, None)
-            self.fail(ChannelClosed(f"the broker closed the channel: {frame.reply_code} {frame.reply_text}"))
+            reason = ChannelClosed(f"the broker closed the channel: {frame.reply_code} {frame.reply_text}")
+            self.fail(reason)
+            if self.on_broker_close is not None:
+                self.on_broker_close(reason)
             return
         if isinstance(frame, spec.Basic.Cancel):  # the queue went away: the owner subscribes again
             tag = str(frame.consumer_tag)
