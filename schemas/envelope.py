@@ -41,6 +41,10 @@ def valid_name(value: str) -> bool:
     return bool(_NAME_RE.match(value))
 
 
+# Ids are stored in PostgreSQL, which cannot hold U+0000: an id holding one is refused here.
+NO_NUL = r"^[^\x00]*$"
+
+
 class Envelope(BaseModel):
     """One unit of incoming work: a provider webhook, a command or a platform event.
 
@@ -53,14 +57,15 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     v: Literal[1] = Field(default=1, description="Envelope version.")
-    id: str = Field(min_length=1, max_length=512, description="Unique id; the deduplication key.")
+    id: str = Field(min_length=1, max_length=512, pattern=NO_NUL, description="Unique id; the deduplication key.")
     type: str = Field(pattern=TYPE_PATTERN, description="Integration type, e.g. `github`, `google-calendar`.")
     kind: Kind = Field(description="`webhook` (from a provider), `command` (do something), `event` (platform).")
     name: str = Field(pattern=NAME_PATTERN, description="Provider event or action name, e.g. `pull_request`.")
-    integration_id: str | None = Field(default=None, description="The integration row, when known.")
-    team_id: str | None = Field(default=None, description="The platform team, when known.")
+    integration_id: str | None = Field(default=None, pattern=NO_NUL, description="The integration row, when known.")
+    team_id: str | None = Field(default=None, pattern=NO_NUL, description="The platform team, when known.")
     external_team_id: str | None = Field(
         default=None,
+        pattern=NO_NUL,
         description="The provider-side account that owns the integration (GitHub installation id, "
         "Slack team id); used to find the integration when `integration_id` is absent.",
     )

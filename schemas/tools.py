@@ -43,12 +43,19 @@ class ToolReply(BaseModel):
 
 
 class ToolCallRequest(BaseModel):
-    """`POST /tools/{name}/call`, with `Authorization: Bearer IW_SERVICE_TOKEN`."""
+    """`POST /tools/{name}/call`, with `Authorization: Bearer <IW_SERVICE_TOKEN or a tool token>`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    team_id: str = Field(min_length=1, description="The team whose integration runs the call.")
-    user_id: str | None = Field(default=None, description="The platform user the call acts for.")
+    team_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The team whose integration runs the call: required with the service token; "
+        "a tool token supplies it (and refuses another).",
+    )
+    user_id: str | None = Field(
+        default=None, description="The platform user the call acts for (a user's tool token supplies it)."
+    )
     arguments: dict[str, Any] = Field(default_factory=dict, description="The tool's input.")
     idempotency_key: str | None = Field(
         default=None,

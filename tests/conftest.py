@@ -195,6 +195,16 @@ async def ingress(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def browser(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """A user's browser on the service's public URL: keeps cookies (secure ones too)."""
+    app = create_app(runtime)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=runtime.settings.public_url
+    ) as client:
+        yield client
+
+
+@pytest.fixture
 async def live_ingress(runtime: Runtime) -> AsyncIterator[str]:
     """The ingress app served over HTTP in this event loop (lifespan on: the MCP session manager runs)."""
     with socket.socket() as sock:

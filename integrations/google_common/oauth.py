@@ -107,7 +107,9 @@ class GoogleOAuthFlow:
     link_config: dict[str, Any] = field(default_factory=dict)
     after_link: AfterLink | None = None
 
-    def authorize_url(self, ctx: Context, *, state: str, redirect_uri: str, start: OAuthStart) -> str:
+    def authorize_url(
+        self, ctx: Context, *, state: str, redirect_uri: str, start: OAuthStart, code_challenge: str
+    ) -> str:
         settings = ctx.settings_as(self.settings_model)
         if not settings.client_id:
             raise InstallRejected(f"{ctx.type}: the Google OAuth client is not configured (CLIENT_ID setting)")
@@ -120,10 +122,14 @@ class GoogleOAuthFlow:
             "access_type": "offline",
             "prompt": "consent",
             "include_granted_scopes": "false",
+            "code_challenge": code_challenge,
+            "code_challenge_method": "S256",
         }
         return f"{settings.auth_url}?{urlencode(query)}"
 
-    async def complete(self, ctx: Context, *, code: str, redirect_uri: str, start: OAuthStart) -> str | None:
+    async def complete(
+        self, ctx: Context, *, code: str, redirect_uri: str, start: OAuthStart, code_verifier: str
+    ) -> str | None:
         if not start.user_id:
             raise InstallRejected("a Google account is linked to a platform user: start the flow with user_id")
         settings = ctx.settings_as(self.settings_model)
@@ -131,7 +137,12 @@ class GoogleOAuthFlow:
             grant = await _token_request(
                 ctx.http,
                 settings,
-                {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri},
+                {
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": redirect_uri,
+                    "code_verifier": code_verifier,
+                },
             )
             missing = sorted(set(self.scopes) - set((grant.scope or "").split()))
             if grant.scope is not None and missing:

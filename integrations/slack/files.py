@@ -22,4 +22,5 @@ async def fetch(ctx: Context, record: IntegrationRecord, ref: str) -> Download:
         ref,
         headers={"Authorization": f"Bearer {config.access_token.get_secret_value()}"},
         max_bytes=ctx.runtime_settings.attachment_max_bytes,
+        redirect_hosts=settings.file_redirect_hosts.split(","),
     )

@@ -1,8 +1,9 @@
 """Installing Slack: OAuth v2 through the runtime's generic flow (worker/platform/oauth.py).
 
-`GET /oauth/slack/start` answers the authorize URL with the bot scopes and a signed, expiring
-`state` (MIMRAI sent none); `GET /oauth/slack/callback` checks the state, then this exchanges
-the code at `oauth.v2.access` with the client id and secret as HTTP Basic, and installs the
+The runtime's flow sends the browser to Slack's authorize URL with the bot scopes, a signed,
+single-use `state` bound to that browser (MIMRAI sent none) and a PKCE challenge; on the
+callback this exchanges the code (with the PKCE verifier) at `oauth.v2.access`, the client id
+and secret as HTTP Basic, and installs the
 workspace for the team: bot token (encrypted), bot user id, scopes, the Slack team id (which
 routes its events), and, with token rotation on, the refresh token and expiry.
 """
@@ -27,15 +28,26 @@ def _credentials(settings: SlackSettings) -> tuple[str, str]:
 
 
 class SlackOAuth:
-    def authorize_url(self, ctx: Context, *, state: str, redirect_uri: str, start: OAuthStart) -> str:
+    def authorize_url(
+        self, ctx: Context, *, state: str, redirect_uri: str, start: OAuthStart, code_challenge: str
+    ) -> str:
         settings = ctx.settings_as(SlackSettings)
         client_id, _ = _credentials(settings)
         query = urlencode(
-            {"client_id": client_id, "scope": settings.scopes, "redirect_uri": redirect_uri, "state": state}
+            {
+                "client_id": client_id,
+                "scope": settings.scopes,
+                "redirect_uri": redirect_uri,
+                "state": state,
+                "code_challenge": code_challenge,
+                "code_challenge_method": "S256",
+            }
         )
         return f"{settings.authorize_url}?{query}"
 
-    async def complete(self, ctx: Context, *, code: str, redirect_uri: str, start: OAuthStart) -> str | None:
+    async def complete(
+        self, ctx: Context, *, code: str, redirect_uri: str, start: OAuthStart, code_verifier: str
+    ) -> str | None:
         settings = ctx.settings_as(SlackSettings)
         client_id, client_secret = _credentials(settings)
         try:
@@ -43,7 +55,7 @@ class SlackOAuth:
                 ctx.http,
                 "POST",
                 f"{settings.api_url}/oauth.v2.access",
-                data={"code": code, "redirect_uri": redirect_uri},
+                data={"code": code, "redirect_uri": redirect_uri, "code_verifier": code_verifier},
                 auth=httpx.BasicAuth(client_id, client_secret),
                 classify=classify,
             )

@@ -1,6 +1,6 @@
 """Media of WhatsApp messages, fetched with the Twilio account's Basic auth, from Twilio's hosts
-only (IW_WHATSAPP_MEDIA_HOSTS). Twilio redirects to its storage; httpx drops the credentials when
-a redirect leaves the origin."""
+only (IW_WHATSAPP_MEDIA_HOSTS). Twilio redirects to its storage, which is followed only to the
+hosts of IW_WHATSAPP_MEDIA_REDIRECT_HOSTS and never gets the credentials."""
 
 from __future__ import annotations
 
@@ -20,5 +20,9 @@ async def fetch(ctx: Context, record: IntegrationRecord, ref: str) -> Download:
     sid, token = api.credentials(settings)
     basic = base64.b64encode(f"{sid}:{token}".encode()).decode()
     return await download(
-        ctx.http, ref, headers={"Authorization": f"Basic {basic}"}, max_bytes=ctx.runtime_settings.attachment_max_bytes
+        ctx.http,
+        ref,
+        headers={"Authorization": f"Basic {basic}"},
+        max_bytes=ctx.runtime_settings.attachment_max_bytes,
+        redirect_hosts=settings.media_redirect_hosts.split(","),
     )

@@ -37,6 +37,7 @@ from worker.core.logging import get_logger
 from worker.platform.install import InstallRequest, install
 from worker.runtime.runtime import Runtime
 from worker.runtime.worker import Worker
+from worker.sdk import association
 
 
 async def test_unlinked_person_gets_one_association_link_then_reaches_the_agent_once_linked(
@@ -111,6 +112,23 @@ async def test_unlinked_person_gets_one_association_link_then_reaches_the_agent_
         }
     ]
     assert await link_count(runtime) == 1
+
+
+async def test_a_link_token_links_once_even_after_its_link_is_removed(
+    runtime: Runtime, ingress: httpx.AsyncClient, slack_integration: Any, env: dict[str, str]
+) -> None:
+    token = association.mint(
+        runtime.settings,
+        association.LinkClaim(slack_integration.id, TEAM, "slack", "U0ALICE", "alice"),
+    )
+    assert (await confirm_link(ingress, env, token, "user-alice")).status_code == 201
+    assert (await confirm_link(ingress, env, token, "user-alice")).status_code == 200  # changes nothing
+    await runtime.pool.execute("DELETE FROM integration_user_link")  # the link is removed (unlinked)
+
+    reused = await confirm_link(ingress, env, token, "user-mallory")
+
+    assert reused.status_code == 409 and "already used" in reused.json()["error"]
+    assert await link_count(runtime) == 0
 
 
 async def test_forged_altered_expired_or_foreign_link_tokens_link_nobody(
@@ -219,23 +237,32 @@ async def test_url_verification_is_answered_with_its_challenge(runtime: Runtime,
 
 
 async def test_oauth_install_stores_the_workspace_with_its_bot_token_encrypted(
-    runtime: Runtime, ingress: httpx.AsyncClient, results: Results, slack: FakeSlackState, env: dict[str, str]
+    runtime: Runtime,
+    ingress: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+    results: Results,
+    slack: FakeSlackState,
+    env: dict[str, str],
 ) -> None:
     admin = {"Authorization": f"Bearer {env['IW_ADMIN_TOKEN']}"}
     start = await ingress.get("/oauth/slack/start", params={"team_id": TEAM, "user_id": "user-admin"}, headers=admin)
     assert start.status_code == 200, start.text
-    authorize = httpx.URL(start.json()["authorize_url"])
+    followed = await browser.get(start.json()["authorize_url"])  # the admin's browser, on to Slack
+    assert followed.status_code == 303
+    authorize = httpx.URL(followed.headers["location"])
     assert str(authorize).startswith(env["IW_SLACK_AUTHORIZE_URL"])
     assert authorize.params["client_id"] == fake_slack.CLIENT_ID
     assert {"app_mentions:read", "files:read", "chat:write"} <= set(authorize.params["scope"].split(","))
     assert authorize.params["redirect_uri"] == "https://iw.example.com/oauth/slack/callback"
+    assert authorize.params["code_challenge_method"] == "S256"
+    slack.expected_challenge = authorize.params["code_challenge"]
     state = authorize.params["state"]
 
-    tampered = await ingress.get("/oauth/slack/callback", params={"code": fake_slack.GOOD_CODE, "state": state[:-2]})
+    tampered = await browser.get("/oauth/slack/callback", params={"code": fake_slack.GOOD_CODE, "state": state[:-2]})
     assert tampered.status_code == 400
-    refused = await ingress.get("/oauth/slack/callback", params={"code": "stolen-code", "state": state})
+    refused = await browser.get("/oauth/slack/callback", params={"code": "stolen-code", "state": state})
     assert refused.status_code == 400 and "invalid_code" in refused.json()["reason"]
-    done = await ingress.get("/oauth/slack/callback", params={"code": fake_slack.GOOD_CODE, "state": state})
+    done = await browser.get("/oauth/slack/callback", params={"code": fake_slack.GOOD_CODE, "state": state})
 
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "connected"
@@ -248,10 +275,10 @@ async def test_oauth_install_stores_the_workspace_with_its_bot_token_encrypted(
     bot_token = runtime.secrets.decrypt(stored["accessToken"])
     assert bot_token in slack.bot_tokens
     exchanges = slack.of("oauth.v2.access")
-    assert exchanges[-1] == {
-        "code": fake_slack.GOOD_CODE,
-        "redirect_uri": "https://iw.example.com/oauth/slack/callback",
-    }
+    assert exchanges[-1]["code"] == fake_slack.GOOD_CODE
+    assert exchanges[-1]["redirect_uri"] == "https://iw.example.com/oauth/slack/callback"
+    again = await browser.get("/oauth/slack/callback", params={"code": fake_slack.GOOD_CODE, "state": state})
+    assert again.status_code == 400 and "already completed" in again.json()["error"]
     installed = await results.wait_for("integration.installed")
     assert installed[0]["data"]["source"] == "oauth" and installed[0]["data"]["user_id"] == "user-admin"
 

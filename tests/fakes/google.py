@@ -10,6 +10,7 @@ import asyncio
 import base64
 import email
 import email.policy
+import hashlib
 import itertools
 import re
 import secrets
@@ -41,6 +42,11 @@ def _google_error(status: int, message: str, reason: str | None = None, state: s
     if state:
         error["status"] = state
     return JSONResponse({"error": error}, status)
+
+
+def s256(verifier: str) -> str:
+    """PKCE's S256 challenge of a verifier."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
 def _b64url(data: bytes) -> str:
@@ -142,10 +148,12 @@ class Calendar:
 class FakeGoogleState:
     push_key: rsa.RSAPrivateKey = field(default_factory=lambda: rsa.generate_private_key(65537, 2048))
     codes: dict[str, tuple[str, str]] = field(default_factory=dict)  # code -> (email, scope)
+    challenges: dict[str, str] = field(default_factory=dict)  # code -> PKCE S256 challenge
     access_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> (email, expires)
     refresh_tokens: dict[str, str] = field(default_factory=dict)  # token -> email
     revoked: set[str] = field(default_factory=set)
     refresh_requests: int = 0
+    revocations: list[str] = field(default_factory=list)  # accounts whose grant was revoked
     refresh_delay: float = 0.0
     rotate_refresh_tokens: bool = False
     token_lifetime: int = 3600
@@ -167,9 +175,13 @@ class FakeGoogleState:
     def calendar(self, address: str) -> Calendar:
         return self.calendars.setdefault(address, Calendar(address))
 
-    def issue_code(self, address: str, scope: str) -> str:
+    def issue_code(self, address: str, scope: str, challenge: str | None = None) -> str:
+        """The code Google gives after consent; with `challenge` (PKCE S256), the exchange must
+        bring the matching verifier."""
         code = "code-" + secrets.token_hex(8)
         self.codes[code] = (address, scope)
+        if challenge is not None:
+            self.challenges[code] = challenge
         return code
 
     def grant(self, address: str, *, expires_in: float | None = None) -> tuple[str, str]:
@@ -237,6 +249,9 @@ def build_app(state: FakeGoogleState) -> Starlette:
             found = state.codes.pop(str(form.get("code")), None)
             if found is None:
                 return JSONResponse({"error": "invalid_grant", "error_description": "Bad Request"}, 400)
+            challenge = state.challenges.pop(str(form.get("code")), None)
+            if challenge is not None and s256(str(form.get("code_verifier", ""))) != challenge:
+                return JSONResponse({"error": "invalid_grant", "error_description": "Missing code verifier."}, 400)
             address, scope = found
             access, refresh = state.grant(address)
             return JSONResponse(
@@ -273,6 +288,24 @@ def build_app(state: FakeGoogleState) -> Starlette:
                     body["refresh_token"] = rotated
             return JSONResponse(body)
         return JSONResponse({"error": "unsupported_grant_type"}, 400)
+
+    async def revoke(request: Request) -> JSONResponse:
+        """Revoking an access or a refresh token ends the account's grant: its tokens stop working."""
+        status = state.take_failure("revoke")
+        if status is not None:
+            return JSONResponse({"error": "backend_error"}, status)
+        presented = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}.get("token", "")
+        with state.lock:
+            found = state.access_tokens.get(presented)
+            address = found[0] if found is not None else state.refresh_tokens.get(presented)
+            if address is None or presented in state.revoked:
+                return JSONResponse({"error": "invalid_token", "error_description": "Token expired or revoked"}, 400)
+            for token, (owner, _) in list(state.access_tokens.items()):
+                if owner == address:
+                    del state.access_tokens[token]
+            state.revoked.update(t for t, owner in state.refresh_tokens.items() if owner == address)
+            state.revocations.append(address)
+        return JSONResponse({})
 
     async def userinfo(request: Request) -> JSONResponse:
         address = _account(state, request)
@@ -507,6 +540,7 @@ def build_app(state: FakeGoogleState) -> Starlette:
         routes=[
             Route("/token", token, methods=["POST"]),
             Route("/userinfo", userinfo, methods=["GET"]),
+            Route("/revoke", revoke, methods=["POST"]),
             Route("/jwks", jwks, methods=["GET"]),
             Route(f"{gmail}/profile", profile, methods=["GET"]),
             Route(f"{gmail}/watch", watch, methods=["POST"]),

@@ -1,5 +1,6 @@
 """A fake Slack Web API: OAuth v2 (Basic auth, code exchange, token rotation), bot-token checks,
-messages, ephemeral messages, updates, reactions, users and files. Answers can be injected per
+messages, threads (`conversations.replies`, paged), channel members, ephemeral messages, updates,
+reactions, users and files. Answers can be injected per
 method (a 429 with Retry-After, an `ok: false` error) to exercise the worker's retry rules."""
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fakes.google import s256
+
 CLIENT_ID = "111.222"
 CLIENT_SECRET = "slack-client-secret"
 TEAM_ID = "T0TEAM"
@@ -31,6 +34,7 @@ class FakeSlackState:
     bot_tokens: set[str] = field(default_factory=set)
     refresh_tokens: dict[str, str] = field(default_factory=dict)  # refresh token -> team
     rotate: bool = False  # answer installs with token rotation on
+    expected_challenge: str | None = None  # PKCE: the S256 challenge the install's verifier must match
     users: dict[str, str] = field(default_factory=dict)  # user id -> display name
     files: dict[str, bytes] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)  # method, body, token
@@ -39,6 +43,8 @@ class FakeSlackState:
     messages: list[dict[str, Any]] = field(default_factory=list)  # what chat.postMessage posted
     lose_answer: list[str] = field(default_factory=list)  # methods done, then answered 500 (once each)
     history_scope: bool = True  # without it, conversations.* answer missing_scope
+    read_scope: bool = True  # without it, conversations.members answers missing_scope
+    members: dict[str, list[str]] = field(default_factory=dict)  # channel -> its members' ids
     # Runs before a refresh is answered (in the server's loop): "another process" acting meanwhile.
     before_refresh: Callable[[], Awaitable[None]] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -56,7 +62,28 @@ class FakeSlackState:
             self.messages.clear()
             self.lose_answer.clear()
             self.history_scope = True
+            self.read_scope = True
+            self.members.clear()
             self.before_refresh = None
+
+    def say(
+        self,
+        channel: str,
+        ts: str,
+        text: str,
+        *,
+        user: str | None = None,
+        thread_ts: str | None = None,
+        bot_id: str | None = None,
+        subtype: str | None = None,
+        files: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """A message already in a channel or thread (someone's, a bot's, a system message)."""
+        message: dict[str, Any] = {"channel": channel, "type": "message", "ts": ts, "text": text}
+        extra = {"user": user, "thread_ts": thread_ts, "bot_id": bot_id, "subtype": subtype, "files": files}
+        message.update({k: v for k, v in extra.items() if v is not None})
+        with self.lock:
+            self.messages.append(message)
 
     def new_bot_token(self) -> str:
         token = "xoxb-" + secrets.token_hex(12)
@@ -124,6 +151,11 @@ def build_app(state: FakeSlackState) -> Starlette:
             return JSONResponse(install_answer(state.new_bot_token()))
         if body.get("code") != GOOD_CODE:
             return JSONResponse({"ok": False, "error": "invalid_code"})
+        if (
+            state.expected_challenge is not None
+            and s256(str(body.get("code_verifier", ""))) != state.expected_challenge
+        ):
+            return JSONResponse({"ok": False, "error": "invalid_code_verifier"})
         return JSONResponse(install_answer(state.new_bot_token()))
 
     async def method(request: Request) -> Response:
@@ -170,12 +202,44 @@ def build_app(state: FakeSlackState) -> Starlette:
                     {k: v for k, v in m.items() if k != "channel"}
                     for m in state.messages
                     if m["channel"] == body.get("channel") and float(m["ts"]) > oldest
-                    and (name == "conversations.history" or m.get("thread_ts") == body.get("ts"))
+                    and (name == "conversations.history" or body.get("ts") in (m.get("thread_ts"), m["ts"]))
                 ]  # fmt: skip
-            return JSONResponse({"ok": True, "messages": found[::-1], "has_more": False})
+            if name == "conversations.history":
+                return JSONResponse({"ok": True, "messages": found[::-1], "has_more": False})
+            # replies: the thread's first message, then its replies, oldest first, a page at a time
+            found.sort(key=lambda m: float(m["ts"]))
+            start, size = int(body.get("cursor") or 0), int(body.get("limit") or 1000)
+            more = start + size < len(found)
+            return JSONResponse(
+                {
+                    "ok": True,
+                    "messages": found[start : start + size],
+                    "has_more": more,
+                    "response_metadata": {"next_cursor": str(start + size) if more else ""},
+                }
+            )
+        if name == "conversations.members":
+            if not state.read_scope:
+                return JSONResponse({"ok": False, "error": "missing_scope", "needed": "channels:read"})
+            with state.lock:
+                members = list(state.members.get(str(body.get("channel")), []))
+            return JSONResponse({"ok": True, "members": members, "response_metadata": {"next_cursor": ""}})
         if name == "chat.postEphemeral":
             return JSONResponse({"ok": True, "message_ts": f"{time.time():.6f}"})
         if name == "chat.update":
+            with state.lock:
+                target = next(
+                    (m for m in state.messages if m["channel"] == body.get("channel") and m["ts"] == body.get("ts")),
+                    None,
+                )
+                if target is not None and target.get("user") == BOT_USER_ID:
+                    target.update({"text": body.get("text"), "edited": True})
+                    if body.get("blocks"):
+                        target["blocks"] = body["blocks"]
+            if target is None:
+                return JSONResponse({"ok": False, "error": "message_not_found"})
+            if target.get("user") != BOT_USER_ID:
+                return JSONResponse({"ok": False, "error": "cant_update_message"})
             return JSONResponse({"ok": True, "channel": body.get("channel"), "ts": body.get("ts")})
         if name == "reactions.add":
             return JSONResponse({"ok": True})

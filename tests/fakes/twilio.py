@@ -26,6 +26,7 @@ class FakeTwilioState:
     inject: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     media_auth: list[str | None] = field(default_factory=list)  # Authorization seen by the media URL
+    media_redirect: str | None = None  # where the media URL redirects instead of its storage
     storage_auth: list[str | None] = field(default_factory=list)  # ... and by the storage it redirects to
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -72,6 +73,8 @@ def build_app(state: FakeTwilioState) -> Starlette:
             state.media_auth.append(request.headers.get("authorization"))
         if not _basic_ok(request):
             return JSONResponse({"code": 20003, "message": "Authenticate", "status": 401}, 401)
+        if state.media_redirect is not None:
+            return RedirectResponse(state.media_redirect, 302)
         # Twilio answers with a redirect to its storage; use another host name for the same server.
         host = "localhost" if request.url.hostname == "127.0.0.1" else "127.0.0.1"
         return RedirectResponse(f"http://{host}:{request.url.port}/storage/{request.path_params['me']}", 307)

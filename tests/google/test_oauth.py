@@ -12,21 +12,43 @@ from integrations.gmail.config import SCOPES
 from tests.conftest import TEAM, Results, eventually
 from tests.fakes.google import CLIENT_ID, FakeGoogleState
 from tests.google.conftest import ANN, USER, install_type, link_user
+from worker.cli.serve import create_app
 from worker.runtime.runtime import Runtime
 from worker.runtime.worker import Worker
 
 RETURN_TO = "https://app.example.com/settings/integrations"
 
 
-async def start(ingress: httpx.AsyncClient, env: dict[str, str], type_: str = "gmail") -> dict[str, str]:
+async def sign_in_link(ingress: httpx.AsyncClient, env: dict[str, str], type_: str = "gmail") -> str:
+    """What the platform's backend gets from /start and sends the user's browser to."""
     response = await ingress.get(
         f"/oauth/{type_}/start",
         params={"team_id": TEAM, "user_id": USER, "return_to": RETURN_TO},
         headers={"Authorization": f"Bearer {env['IW_ADMIN_TOKEN']}"},
     )
     assert response.status_code == 200, response.text
-    url = urlparse(response.json()["authorize_url"])
+    link: str = response.json()["authorize_url"]
+    assert link.startswith(f"https://iw.example.com/oauth/{type_}/authorize?")
+    return link
+
+
+async def follow(browser: httpx.AsyncClient, link: str) -> dict[str, str]:
+    """The browser follows the link: on to Google's consent page; its query."""
+    response = await browser.get(link)
+    assert response.status_code == 303, response.text
+    url = urlparse(response.headers["location"])
     return {k: v[0] for k, v in parse_qs(url.query).items()}
+
+
+async def start(
+    ingress: httpx.AsyncClient, browser: httpx.AsyncClient, env: dict[str, str], type_: str = "gmail"
+) -> dict[str, str]:
+    return await follow(browser, await sign_in_link(ingress, env, type_))
+
+
+def consent(google: FakeGoogleState, query: dict[str, str], address: str = ANN) -> str:
+    """The user consents at Google: a code bound to the flow's PKCE challenge."""
+    return google.issue_code(address, query["scope"], challenge=query["code_challenge"])
 
 
 async def test_connecting_gmail_links_the_user_and_watches_the_mailbox(
@@ -35,17 +57,19 @@ async def test_connecting_gmail_links_the_user_and_watches_the_mailbox(
     google: FakeGoogleState,
     worker: Worker,
     ingress: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
     results: Results,
 ) -> None:
-    query = await start(ingress, env)
+    query = await start(ingress, browser, env)
 
     assert query["client_id"] == CLIENT_ID
     assert query["redirect_uri"] == "https://iw.example.com/oauth/gmail/callback"
     assert query["access_type"] == "offline" and query["prompt"] == "consent" and query["response_type"] == "code"
     assert set(query["scope"].split()) == {"openid", "email", *SCOPES}
-    code = google.issue_code(ANN, query["scope"])  # the user consents at Google
+    assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) == 43
+    code = consent(google, query)
 
-    callback = await ingress.get("/oauth/gmail/callback", params={"code": code, "state": query["state"]})
+    callback = await browser.get("/oauth/gmail/callback", params={"code": code, "state": query["state"]})
 
     assert callback.status_code == 303
     back = urlparse(callback.headers["location"])
@@ -71,7 +95,11 @@ async def test_connecting_gmail_links_the_user_and_watches_the_mailbox(
 
 
 async def test_reconnecting_revives_a_link_that_needed_it(
-    runtime: Runtime, env: dict[str, str], google: FakeGoogleState, ingress: httpx.AsyncClient
+    runtime: Runtime,
+    env: dict[str, str],
+    google: FakeGoogleState,
+    ingress: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
 ) -> None:
     gmail = await install_type(runtime, "gmail")
     link_id, _, _ = await link_user(runtime, google, gmail)
@@ -80,10 +108,10 @@ async def test_reconnecting_revives_a_link_that_needed_it(
         " WHERE id = $1",
         link_id,
     )
-    query = await start(ingress, env)
+    query = await start(ingress, browser, env)
 
-    callback = await ingress.get(
-        "/oauth/gmail/callback", params={"code": google.issue_code(ANN, query["scope"]), "state": query["state"]}
+    callback = await browser.get(
+        "/oauth/gmail/callback", params={"code": consent(google, query), "state": query["state"]}
     )
 
     assert callback.status_code == 303 and "status=connected" in callback.headers["location"]
@@ -92,12 +120,18 @@ async def test_reconnecting_revives_a_link_that_needed_it(
 
 
 async def test_a_consent_without_the_needed_permissions_is_refused(
-    runtime: Runtime, env: dict[str, str], google: FakeGoogleState, ingress: httpx.AsyncClient
+    runtime: Runtime,
+    env: dict[str, str],
+    google: FakeGoogleState,
+    ingress: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
 ) -> None:
-    query = await start(ingress, env)
-    code = google.issue_code(ANN, "openid email https://www.googleapis.com/auth/gmail.readonly")  # compose unticked
+    query = await start(ingress, browser, env)
+    code = google.issue_code(  # compose unticked
+        ANN, "openid email https://www.googleapis.com/auth/gmail.readonly", challenge=query["code_challenge"]
+    )
 
-    callback = await ingress.get("/oauth/gmail/callback", params={"code": code, "state": query["state"]})
+    callback = await browser.get("/oauth/gmail/callback", params={"code": code, "state": query["state"]})
 
     params = parse_qs(urlparse(callback.headers["location"]).query)
     assert params["status"] == ["error"]
@@ -105,16 +139,85 @@ async def test_a_consent_without_the_needed_permissions_is_refused(
     assert await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link") == 0
 
 
-async def test_a_forged_state_or_a_used_code_is_refused(
+async def test_a_forged_state_is_refused_and_a_refused_code_leaves_the_flow_usable(
+    runtime: Runtime,
+    env: dict[str, str],
+    google: FakeGoogleState,
+    ingress: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+) -> None:
+    query = await start(ingress, browser, env)
+    code = consent(google, query)
+
+    forged = await browser.get("/oauth/gmail/callback", params={"code": code, "state": query["state"][:-2] + "xx"})
+    assert forged.status_code == 400 and "state" in forged.json()["error"]
+    wrong = await browser.get("/oauth/gmail/callback", params={"code": "made-up", "state": query["state"]})
+    assert "status=error" in wrong.headers["location"] and "invalid_grant" in wrong.headers["location"]
+    first = await browser.get("/oauth/gmail/callback", params={"code": code, "state": query["state"]})
+    assert "status=connected" in first.headers["location"]
+
+
+async def test_a_state_is_good_once_even_with_another_code(
+    runtime: Runtime,
+    env: dict[str, str],
+    google: FakeGoogleState,
+    ingress: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+) -> None:
+    query = await start(ingress, browser, env)
+    first = await browser.get("/oauth/gmail/callback", params={"code": consent(google, query), "state": query["state"]})
+    assert "status=connected" in first.headers["location"]
+
+    # whoever saw the state (a URL, a log, a proxy) brings a code of their own Google account
+    again = await browser.get(
+        "/oauth/gmail/callback", params={"code": consent(google, query, "mallory@example.com"), "state": query["state"]}
+    )
+
+    assert again.status_code == 400 and "already completed" in again.json()["error"]
+    links = await runtime.pool.fetch("SELECT external_user_id FROM integration_user_link")
+    assert [r["external_user_id"] for r in links] == [ANN]
+
+
+async def test_the_callback_must_come_to_the_browser_that_started(
     runtime: Runtime, env: dict[str, str], google: FakeGoogleState, ingress: httpx.AsyncClient
 ) -> None:
-    query = await start(ingress, env)
-    code = google.issue_code(ANN, query["scope"])
+    link = await sign_in_link(ingress, env)
+    app = httpx.ASGITransport(app=create_app(runtime))
+    async with (
+        httpx.AsyncClient(transport=app, base_url="https://iw.example.com") as users,
+        httpx.AsyncClient(transport=app, base_url="https://iw.example.com") as attackers,
+    ):
+        query = await follow(users, link)
+        # the sign-in link works once: a second browser following it gets nothing
+        second = await attackers.get(link)
+        assert second.status_code == 400 and "already used" in second.json()["error"]
+        # the state in another browser (no cookie of this flow): refused, even with a good code
+        stolen = await attackers.get(
+            "/oauth/gmail/callback",
+            params={"code": consent(google, query, "mallory@example.com"), "state": query["state"]},
+        )
+        assert stolen.status_code == 400 and "another browser" in stolen.json()["error"]
+        assert await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link") == 0
+        # the user's own browser completes it
+        done = await users.get(
+            "/oauth/gmail/callback", params={"code": consent(google, query), "state": query["state"]}
+        )
+        assert "status=connected" in done.headers["location"]
 
-    forged = await ingress.get("/oauth/gmail/callback", params={"code": code, "state": query["state"][:-2] + "xx"})
-    assert forged.status_code == 400 and "state" in forged.json()["error"]
-    first = await ingress.get("/oauth/gmail/callback", params={"code": code, "state": query["state"]})
-    again = await ingress.get("/oauth/gmail/callback", params={"code": code, "state": query["state"]})
 
-    assert "status=connected" in first.headers["location"]
-    assert "status=error" in again.headers["location"] and "invalid_grant" in again.headers["location"]
+async def test_the_code_exchange_needs_the_flows_pkce_verifier(
+    runtime: Runtime,
+    env: dict[str, str],
+    google: FakeGoogleState,
+    ingress: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+) -> None:
+    query = await start(ingress, browser, env)
+    other = await start(ingress, browser, env)  # a code obtained for another flow's challenge
+
+    crossed = await browser.get(
+        "/oauth/gmail/callback", params={"code": consent(google, other), "state": query["state"]}
+    )
+
+    assert "status=error" in crossed.headers["location"] and "invalid_grant" in crossed.headers["location"]
+    assert await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link") == 0

@@ -138,6 +138,7 @@ async def test_a_worker_process_runs_the_schedules(
             "gmail.renew_watches",
             "gmail.poll_quiet_mailboxes",
             "worker.prune_inbox",
+            "worker.prune_expired_flows",
             "worker.relay_outbox",
         }
     finally:

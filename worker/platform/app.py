@@ -3,10 +3,12 @@ browsers and AI agents call. `integration-worker run` serves it beside the ingre
 `integration-worker api` serves it alone.
 
 /integrations...          the install lifecycle and catalog (admin_api.py; IW_ADMIN_TOKEN)
+/integrations/{id}/logs, /links...   log rows, users' links (link_api.py; IW_ADMIN_TOKEN)
 GET  /oauth/{type}/start, /callback        OAuth connect flows (oauth.py)
 POST /links               confirm an account-link token (admin_api.py; IW_ADMIN_TOKEN)
 GET  /attachments/{token} a file that came with a message (attachments.py)
-/tools...                 agent tools over HTTP (tools_api.py; IW_SERVICE_TOKEN)
+/tools...                 agent tools over HTTP (tools_api.py; IW_SERVICE_TOKEN or a tool token)
+POST /tool-tokens         a tool token for one team (and user) (tool_tokens.py; IW_ADMIN_TOKEN)
 /mcp                      agent tools as an MCP server (mcp_server.py; IW_SERVICE_TOKEN)
 GET  /healthz             the process is up
 """
@@ -23,9 +25,12 @@ from starlette.routing import Route
 
 from worker.platform.admin_api import admin_routes, link_routes
 from worker.platform.attachments import attachment_routes
+from worker.platform.guard import RequestGuard
 from worker.platform.http import json_response
+from worker.platform.link_api import link_admin_routes
 from worker.platform.mcp_server import McpEndpoint
 from worker.platform.oauth import oauth_routes
+from worker.platform.tool_tokens import tool_token_routes
 from worker.platform.tools import ToolGateway
 from worker.platform.tools_api import tool_routes
 from worker.runtime.runtime import Runtime
@@ -46,14 +51,17 @@ class PlatformApp:
         routes = [
             Route("/healthz", healthz, methods=["GET"]),
             *admin_routes(runtime),
+            *link_admin_routes(runtime),
             *oauth_routes(runtime),
             *link_routes(runtime),
             *attachment_routes(runtime),
             *tool_routes(self.gateway),
+            *tool_token_routes(runtime.settings),
             Route("/mcp", self.mcp),
         ]
         self.app = Starlette(routes=routes, lifespan=self._lifespan)
         self.router = self.app.router
+        self._guarded = RequestGuard(self.app, self.router, max_body_bytes=runtime.settings.max_body_bytes)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -69,4 +77,4 @@ class PlatformApp:
             yield
 
     async def __call__(self, scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
-        await self.app(scope, receive, send)  # type: ignore[arg-type]
+        await self._guarded(scope, receive, send)  # type: ignore[arg-type]

@@ -1,6 +1,11 @@
 """`GET /attachments/{token}`: a file that came with a message, fetched from the provider with the
 integration's own credentials when the platform asks for it (worker/sdk/attachments.py says how
-the links are made)."""
+the links are made).
+
+The file is the provider's content, not a page of this service: every answer is a download
+(`Content-Disposition: attachment` with a safe file name), never sniffed into another type
+(`X-Content-Type-Options: nosniff`), and sandboxed should a browser render it anyway
+(`Content-Security-Policy: sandbox`), so a file served as HTML runs no script on this origin."""
 
 from __future__ import annotations
 
@@ -50,13 +55,25 @@ def attachment_routes(runtime: Runtime) -> list[BaseRoute]:
             log.warning("attachment fetch refused", integration_id=record.id, error=redact(str(exc)))
             return error(502, redact(str(exc)))
         content_type = file.content_type or claims.get("mt") or "application/octet-stream"
-        headers = {"Cache-Control": "private, max-age=300"}
-        if claims.get("n"):
-            headers["Content-Disposition"] = _disposition(str(claims["n"]))
+        headers = {
+            "Cache-Control": "private, max-age=300",
+            "Content-Disposition": _disposition(str(claims.get("n") or "attachment")),
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox; default-src 'none'",
+        }
         return Response(file.content, media_type=content_type, headers=headers)
 
     return [Route("/attachments/{token}", fetch, methods=["GET"])]
 
 
+def safe_file_name(name: str) -> str:
+    """A file name without paths, control characters or quotes, at most 200 characters."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(c for c in base if c.isprintable() and c not in '"<>:|?*').strip(" .")
+    return cleaned[:200] or "attachment"
+
+
 def _disposition(name: str) -> str:
-    return f"attachment; filename*=UTF-8''{quote(name, safe='')}"
+    safe = safe_file_name(name)
+    fallback = safe.encode("ascii", "replace").decode().replace("?", "_")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(safe, safe='')}"

@@ -27,6 +27,7 @@ from schemas.events import IntegrationInstalled, IntegrationUninstalled, Integra
 from schemas.rows import IntegrationRow
 from worker.core.logging import get_logger
 from worker.core.redact import redact
+from worker.core.text import NUL, REFUSAL, nul_field
 from worker.runtime import store
 from worker.runtime.runtime import Runtime
 from worker.runtime.unit_of_work import Unit, apply, run_writes
@@ -150,6 +151,11 @@ async def install(
     """Install or reconfigure; returns the record and whether it is a new install.
     `updating`: the id of the integration an update reconfigures (it must be the one the config names)."""
     integration = _integration(runtime, request.type)
+    for name, value in (("team_id", request.team_id), ("external_team_id", request.external_team_id)):
+        if value is not None and NUL in value:
+            raise InstallError(400, "invalid request", {name: [REFUSAL]})
+    if (where := nul_field(request.config)) is not None:
+        raise InstallError(400, "invalid config", {where: [REFUSAL]})
     try:
         config = integration.config.model_validate(request.config)
     except ValidationError as exc:

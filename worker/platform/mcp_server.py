@@ -2,8 +2,10 @@
 
 Any MCP client connects with:
 
-    Authorization: Bearer <IW_SERVICE_TOKEN>
-    X-Team-Id: <team>                       whose integrations it uses (required)
+    Authorization: Bearer <token>           IW_SERVICE_TOKEN, or a tool token (one team, maybe
+                                            one user: worker/platform/tool_tokens.py)
+    X-Team-Id: <team>                       whose integrations it uses (required with the
+                                            service token; a tool token supplies it)
     X-User-Id: <platform user>              who it acts for (optional; needed by tools that act
                                             as a user, which are listed only when that user
                                             has linked an account)
@@ -31,13 +33,15 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from worker.platform.http import error, require_bearer
+from worker.platform.http import error
+from worker.platform.tool_tokens import ScopeRefused, ToolCaller, caller
 from worker.platform.tools import CallOutcome, ToolCallError, ToolGateway, encode, render
 from worker.runtime.broker import BrokerUnavailable
 
 TEAM_HEADER = "x-team-id"
 USER_HEADER = "x-user-id"
 META_KEY = "idempotency_key"
+_WHO = "iw_tool_caller"
 
 INSTRUCTIONS = (
     "Tools of the integrations (GitHub, Slack, Gmail, ...) this team has installed. Each call acts on "
@@ -64,11 +68,20 @@ class McpEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        refused = require_bearer(request, self.gateway.runtime.settings.service_token, "tool")
-        if refused is None and not request.headers.get(TEAM_HEADER):
-            refused = error(400, f"the {TEAM_HEADER} header is required: whose integrations to use")
-        if refused is not None:
-            await refused(scope, receive, send)
+        who = caller(request, self.gateway.runtime.settings)
+        if isinstance(who, ToolCaller):
+            try:
+                team_id, user_id = who.scope(
+                    request.headers.get(TEAM_HEADER),
+                    request.headers.get(USER_HEADER),
+                    team_field=f"the {TEAM_HEADER} header",
+                )
+            except ScopeRefused as exc:
+                who = error(exc.status, str(exc))
+            else:
+                scope.setdefault("state", {})[_WHO] = (team_id, user_id)
+        if not isinstance(who, ToolCaller):
+            await who(scope, receive, send)
             return
         await self.manager.handle_request(scope, receive, send)
 
@@ -111,10 +124,13 @@ def _header(ctx: ServerRequestContext[Any, Any], name: str) -> str | None:
 
 
 def _who(ctx: ServerRequestContext[Any, Any]) -> tuple[str, str | None]:
-    team_id = _header(ctx, TEAM_HEADER)
-    if not team_id:  # the endpoint refuses such requests before they get here
-        raise ValueError(f"no {TEAM_HEADER} header")
-    return team_id, _header(ctx, USER_HEADER) or None
+    """The team and user the endpoint settled for this request (the token and the headers)."""
+    request = ctx.request
+    settled = request.scope.get("state", {}).get(_WHO) if isinstance(request, Request) else None
+    if settled is None:
+        raise ValueError("no caller: the endpoint refuses such requests before they get here")
+    team_id, user_id = settled
+    return str(team_id), user_id
 
 
 def _error(body: dict[str, Any]) -> types.CallToolResult:

@@ -2,18 +2,24 @@
 
     GET /oauth/{type}/start?team_id=&user_id=&integration_id=&return_to=
         (Authorization: Bearer IW_ADMIN_TOKEN; the platform's backend calls it)
-        -> {"authorize_url": ...}: send the user's browser there.
+        -> {"authorize_url": ...}: send the user's browser there (a link to this service)
+    GET /oauth/{type}/authorize?flow=
+        the browser: claims the flow (first browser only), gets a cookie that binds it, and is
+        sent on to the provider's consent page (with PKCE's S256 code challenge)
     GET /oauth/{type}/callback?code=&state=
-        the provider sends the browser back; the signed `state` says for whom; the
-        integration's flow exchanges the code and stores the tokens (encrypted);
-        the browser is redirected to `return_to` with ?status=connected|error.
+        the provider sends the browser back; the flow must be this browser's (the cookie), not
+        used and not expired; the integration's flow exchanges the code (with the PKCE
+        verifier) and stores the tokens (encrypted), and the flow is used up in the same
+        transaction; the browser is redirected to `return_to` with ?status=connected|error.
 
-`state` is signed with IW_SIGNING_KEY, bound to the type, and expires after
-10 minutes; `return_to` must live under IW_PLATFORM_URL (no open redirect).
+The flow link and the provider's `state` are signed with IW_SIGNING_KEY, bound to the type and
+to one flow row (worker/platform/oauth_flows.py), and expire after 10 minutes; `return_to` must
+live under IW_PLATFORM_URL (no open redirect).
 """
 
 from __future__ import annotations
 
+import secrets
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -23,7 +29,9 @@ from starlette.routing import BaseRoute, Route
 from worker.core import signing
 from worker.core.logging import get_logger
 from worker.core.redact import redact
+from worker.platform import oauth_flows
 from worker.platform.http import error, json_response, require_bearer
+from worker.platform.oauth_flows import FlowRefused
 from worker.runtime.runtime import Runtime
 from worker.sdk.declare import OAuthStart
 from worker.sdk.errors import InstallRejected
@@ -33,6 +41,21 @@ STATE_TTL_SECONDS = 600
 
 def _purpose(type_: str) -> str:
     return f"oauth:{type_}"
+
+
+def _link_purpose(type_: str) -> str:
+    return f"oauth-link:{type_}"
+
+
+def _flow_id(key: str, purpose: str, token: str) -> str:
+    flow_id = signing.verify(key, purpose, token).get("fid")
+    if not isinstance(flow_id, str):
+        raise signing.InvalidSignedToken("token is invalid")
+    return flow_id
+
+
+def _cookie(flow_id: str) -> str:
+    return f"iw_oauth_{flow_id}"
 
 
 def redirect_uri(runtime: Runtime, type_: str) -> str:
@@ -73,19 +96,49 @@ def oauth_routes(runtime: Runtime) -> list[BaseRoute]:
             integration_id=request.query_params.get("integration_id"),
             return_to=return_to,
         )
-        state = signing.sign(
-            runtime.settings.signing_key.get_secret_value(),
-            _purpose(type_),
-            {"team": who.team_id, "user": who.user_id, "iid": who.integration_id, "rt": who.return_to},
-            STATE_TTL_SECONDS,
-        )
+        flow_id = await oauth_flows.create(runtime.pool, runtime.secrets, type_, who, STATE_TTL_SECONDS)
+        link = signing.sign(_signing_key(), _link_purpose(type_), {"fid": flow_id}, STATE_TTL_SECONDS)
+        url = f"{runtime.settings.public_url.rstrip('/')}/oauth/{type_}/authorize?{urlencode({'flow': link})}"
+        return json_response({"authorize_url": url, "expires_in": STATE_TTL_SECONDS})
+
+    async def authorize(request: Request) -> Response:
+        type_ = request.path_params["type"]
+        integration = runtime.registry.get(type_)
+        if integration is None or integration.oauth is None:
+            return error(404, f"{type_!r} has no OAuth flow")
+        try:
+            flow_id = str(
+                signing.verify(_signing_key(), _link_purpose(type_), request.query_params.get("flow", ""))["fid"]
+            )
+        except (signing.InvalidSignedToken, KeyError):
+            return error(400, "invalid sign-in link")
+        browser = secrets.token_urlsafe(32)
+        try:
+            flow = await oauth_flows.claim(runtime.pool, runtime.secrets, type_, flow_id, browser)
+        except FlowRefused as exc:
+            return error(400, str(exc))
+        state = signing.sign(_signing_key(), _purpose(type_), {"fid": flow.id}, STATE_TTL_SECONDS)
         try:
             url = integration.oauth.authorize_url(
-                runtime.receiver_context(type_), state=state, redirect_uri=redirect_uri(runtime, type_), start=who
+                runtime.receiver_context(type_),
+                state=state,
+                redirect_uri=redirect_uri(runtime, type_),
+                start=flow.start,
+                code_challenge=flow.code_challenge,
             )
         except InstallRejected as exc:  # the deployment lacks the provider app's credentials
             return error(503, redact(str(exc)))
-        return json_response({"authorize_url": url, "expires_in": STATE_TTL_SECONDS})
+        response = RedirectResponse(url, status_code=303)
+        response.set_cookie(
+            _cookie(flow.id),
+            browser,
+            max_age=STATE_TTL_SECONDS,
+            path=f"/oauth/{type_}/",
+            secure=runtime.settings.public_url.startswith("https://"),
+            httponly=True,
+            samesite="lax",  # sent on the provider's top-level redirect back, not on cross-site requests
+        )
+        return response
 
     async def callback(request: Request) -> Response:
         type_ = request.path_params["type"]
@@ -93,33 +146,33 @@ def oauth_routes(runtime: Runtime) -> list[BaseRoute]:
         if integration is None or integration.oauth is None:
             return error(404, f"{type_!r} has no OAuth flow")
         try:
-            claims = signing.verify(
-                runtime.settings.signing_key.get_secret_value(),
-                _purpose(type_),
-                request.query_params.get("state", ""),
-            )
+            flow_id = _flow_id(_signing_key(), _purpose(type_), request.query_params.get("state", ""))
         except signing.InvalidSignedToken as exc:
             return error(400, f"invalid OAuth state: {exc}")
-        who = OAuthStart(
-            team_id=claims["team"],
-            user_id=claims.get("user"),
-            integration_id=claims.get("iid"),
-            return_to=claims.get("rt"),
-        )
-        provider_error = request.query_params.get("error")
-        code = request.query_params.get("code")
-        if provider_error or not code:
-            return _finish(who, status="error", reason=provider_error or "no code returned")
+        browser = request.cookies.get(_cookie(flow_id))
         try:
-            integration_id = await integration.oauth.complete(
-                runtime.receiver_context(type_),
-                code=code,
-                redirect_uri=redirect_uri(runtime, type_),
-                start=who,
-            )
-        except InstallRejected as exc:
-            log.warning("oauth refused", type=type_, team_id=who.team_id, reason=redact(str(exc)))
-            return _finish(who, status="error", reason=redact(str(exc)))
+            async with oauth_flows.consume(runtime.pool, runtime.secrets, type_, flow_id, browser) as flow:
+                who = flow.start
+                provider_error = request.query_params.get("error")
+                code = request.query_params.get("code")
+                if provider_error or not code:
+                    raise _Failed(who, provider_error or "no code returned")
+                try:
+                    integration_id = await integration.oauth.complete(
+                        runtime.receiver_context(type_),
+                        code=code,
+                        redirect_uri=redirect_uri(runtime, type_),
+                        start=who,
+                        code_verifier=flow.code_verifier,
+                    )
+                except InstallRejected as exc:
+                    log.warning("oauth refused", type=type_, team_id=who.team_id, reason=redact(str(exc)))
+                    raise _Failed(who, redact(str(exc))) from None
+        except FlowRefused as exc:
+            log.warning("oauth callback refused", type=type_, reason=str(exc))
+            return error(400, str(exc))
+        except _Failed as failed:  # the flow stays unused: this browser may try again
+            return _finish(failed.who, status="error", reason=failed.reason)
         log.info(
             "oauth connected",
             type=type_,
@@ -127,12 +180,26 @@ def oauth_routes(runtime: Runtime) -> list[BaseRoute]:
             user_id=who.user_id,
             integration_id=integration_id,
         )
-        return _finish(who, status="connected", integration_id=integration_id or "", type=type_)
+        response = _finish(who, status="connected", integration_id=integration_id or "", type=type_)
+        response.delete_cookie(_cookie(flow_id), path=f"/oauth/{type_}/")
+        return response
+
+    def _signing_key() -> str:
+        return runtime.settings.signing_key.get_secret_value()
 
     return [
         Route("/oauth/{type}/start", start, methods=["GET"]),
+        Route("/oauth/{type}/authorize", authorize, methods=["GET"]),
         Route("/oauth/{type}/callback", callback, methods=["GET"]),
     ]
+
+
+class _Failed(Exception):
+    """The provider or the integration refused: answered, and the flow is not used up."""
+
+    def __init__(self, who: OAuthStart, reason: str) -> None:
+        super().__init__(reason)
+        self.who, self.reason = who, reason
 
 
 def _finish(who: OAuthStart, **params: str) -> Response:

@@ -50,11 +50,15 @@ def maintenance(runtime: Runtime) -> list[Schedule]:
         removed = await store.prune_inbox(runtime.pool, settings.inbox_retention_days)
         ctx.log.info("inbox pruned", removed=removed)
 
+    async def prune_expired_flows(_ctx: Context) -> None:
+        await store.prune_expired_flows(runtime.pool)
+
     async def relay_outbox(_ctx: Context) -> None:
         await runtime.outbox.relay(older_than=settings.outbox_relay_interval * 6)
 
     return [
         Schedule("prune_inbox", 3600.0, prune_inbox),
+        Schedule("prune_expired_flows", 3600.0, prune_expired_flows),
         Schedule("relay_outbox", settings.outbox_relay_interval, relay_outbox),
     ]
 

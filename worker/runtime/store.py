@@ -241,6 +241,12 @@ async def prune_inbox(conn: Queryable, retention_days: float) -> int:
     return int(status.rsplit(maxsplit=1)[-1])
 
 
+async def prune_expired_flows(conn: Queryable) -> None:
+    """Forget OAuth flows and used account-link tokens once they have expired."""
+    await conn.execute("DELETE FROM oauth_flows WHERE expires_at < now()")
+    await conn.execute("DELETE FROM used_link_tokens WHERE expires_at < now()")
+
+
 # --- the outbox and log rows --------------------------------------------------------------------------
 
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 
 import asyncpg
 
+from worker.core.text import without_nul
 from worker.runtime import store
 from worker.runtime.db import Conn
 from worker.runtime.failures import classify
@@ -119,6 +120,19 @@ async def run_writes(conn: Conn, sequences: Sequence[Sequence[Write]]) -> None:
                 await conn.executemany(sql, rows)
 
 
+# What PostgreSQL answers to a NUL character: in a text column, in a jsonb value.
+_NUL_REFUSED = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
+
+
+def _without_nul(unit: Unit) -> Unit:
+    staged = unit.staged
+    logs = [
+        replace(entry, message=without_nul(entry.message), details=without_nul(entry.details)) for entry in staged.logs
+    ]
+    writes = [(sql, without_nul(args)) for sql, args in staged.writes]
+    return Unit(Staged(writes=writes, outbox=staged.outbox, logs=logs), unit.inbox_id, unit.inbox_type)
+
+
 class UnitOfWork:
     def __init__(self, pool: Callable[[], asyncpg.Pool], outbox: Outbox) -> None:
         self._pool = pool
@@ -158,8 +172,7 @@ class UnitOfWork:
         async with conn.transaction():
             for index in range(len(units)):
                 try:
-                    async with conn.transaction():
-                        one = await apply(conn, units, [index])
+                    one = await self._apply_one(conn, units, index)
                 except asyncpg.PostgresError as exc:
                     failure = classify(exc)
                     if failure.kind == "transient":
@@ -169,6 +182,15 @@ class UnitOfWork:
                 total.raced |= one.raced
                 total.outbox += one.outbox
         return total
+
+    @staticmethod
+    async def _apply_one(conn: Conn, units: Sequence[Unit], index: int) -> Committed:
+        try:
+            async with conn.transaction():
+                return await apply(conn, units, [index])
+        except _NUL_REFUSED:  # text from a provider holding NUL: stored without it, not refused
+            async with conn.transaction():
+                return await apply(conn, [_without_nul(units[index])], [0])
 
     async def commit_staged(self, staged: Staged) -> None:
         """One unit with no inbox id (an install, an OAuth callback), in a transaction of its

@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings
 from schemas.envelope import Kind
 from worker.sdk.context import Context
 from worker.sdk.http import Download
-from worker.sdk.records import IntegrationRecord
+from worker.sdk.records import IntegrationRecord, Link
 
 InT = TypeVar("InT", bound=BaseModel)
 OutT = TypeVar("OutT", bound=BaseModel)
@@ -162,6 +162,35 @@ class Lifecycle:
     pre_uninstall: Hook | None = None
 
 
+# What happens when a linked user changes their own link's settings: (ctx, link, before, after),
+# both validated by the link config model; `ctx` is the change's unit of work.
+LinkConfigHook = Callable[[Context, Link, BaseModel, BaseModel], Awaitable[None]]
+# What unlinking does at the provider, before the link row goes: (ctx, link); True when the
+# provider revoked the link's tokens.
+UnlinkHook = Callable[[Context, Link], Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class UserLinks:
+    """What a linked user may change of their own link, and what unlinking does at the provider
+    (the platform's link routes, CLI and commands; docs/user-links.md).
+
+    config: the model of the link's user-editable settings (Calendar's `syncEvents`, Gmail's
+        filters), stored in `integration_user_link.config` under the fields' aliases; a change is
+        validated with it (errors per field). None: a link has no settings a user may change.
+    on_config_change: runs when they change, in the change's unit of work: what it stages
+        (writes, `ctx.publish` of commands for the real work, log rows) commits with the change,
+        or nothing does. `ctx.user_link` is the link.
+    on_unlink: runs before the link row is deleted (stop watches, revoke the tokens where the
+        provider allows) and says whether the tokens were revoked; raising refuses the unlink
+        unless it is forced.
+    """
+
+    config: builtins.type[BaseModel] | None = None
+    on_config_change: LinkConfigHook | None = None
+    on_unlink: UnlinkHook | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class OAuthStart:
     """Who is connecting: a team (and a user, and an integration when there is one)."""
@@ -173,11 +202,19 @@ class OAuthStart:
 
 
 class OAuthFlow(Protocol):
-    """Provider side of `GET /oauth/{type}/start` and `GET /oauth/{type}/callback`."""
+    """Provider side of the runtime's OAuth routes (`/oauth/{type}/start|authorize|callback`).
 
-    def authorize_url(self, ctx: Context, *, state: str, redirect_uri: str, start: OAuthStart) -> str: ...
+    The runtime makes the flow single-use and bound to the browser that started it, and hands
+    over PKCE's pair: send `code_challenge` (method S256) with the authorization request, and
+    `code_verifier` with the code exchange, where the provider supports PKCE."""
 
-    async def complete(self, ctx: Context, *, code: str, redirect_uri: str, start: OAuthStart) -> str | None:
+    def authorize_url(
+        self, ctx: Context, *, state: str, redirect_uri: str, start: OAuthStart, code_challenge: str
+    ) -> str: ...
+
+    async def complete(
+        self, ctx: Context, *, code: str, redirect_uri: str, start: OAuthStart, code_verifier: str
+    ) -> str | None:
         """Exchange the code and store what it gives; return the integration id when there is one."""
         ...
 
@@ -236,6 +273,7 @@ class Integration:
     services: Sequence[Service] = ()
     schedules: Sequence[Schedule] = ()
     attachments: AttachmentFetcher | None = None
+    user_links: UserLinks = field(default_factory=UserLinks)  # users' own link settings, unlinking
     migrations: Path | None = None  # e.g. Path(__file__).with_name("migrations")
     # The provider account an install is for (GitHub installation id, Slack team id), read from the
     # config; rows are unique per (type, account) then, and a team may hold several.

@@ -10,7 +10,7 @@ without holding the message. Permanent failures raise `ProviderError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container
+from collections.abc import Callable, Collection, Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,28 +110,74 @@ class AttachmentTooLarge(PermanentError):
     pass
 
 
+MAX_REDIRECTS = 5
+
+
+def host_allowed(host: str, allowed: Collection[str]) -> bool:
+    """`host` is one of `allowed`, where `*.example.com` stands for any name under example.com."""
+    host = host.lower().rstrip(".")
+    for given in allowed:
+        pattern = given.lower().strip()
+        if host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+            return True
+    return False
+
+
 async def download(
-    http: httpx.AsyncClient, url: str, *, headers: dict[str, str] | None = None, max_bytes: int
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    max_bytes: int,
+    redirect_hosts: Collection[str] = (),
 ) -> Download:
-    """GET a provider file, following redirects (httpx drops Authorization when a redirect leaves
-    the origin), refusing more than `max_bytes`."""
+    """GET a provider file, refusing more than `max_bytes`. Redirects are followed (at most
+    MAX_REDIRECTS) only to the URL's own host or to `redirect_hosts` (a provider's storage), each
+    hop checked again, so a provider host redirecting to an internal address is not followed;
+    `headers` (credentials) go to the URL's own origin only, never to a host it redirects to."""
+    origin = httpx.URL(url)
+    current = origin
     try:
-        async with http.stream("GET", url, headers=headers, follow_redirects=True) as response:
-            failure = classify_response(response)
-            if failure is not None:
-                if failure.kind == "transient":
-                    raise TransientError(failure.reason, retry_after=failure.retry_after)
-                raise ProviderError(failure.reason, status=response.status_code)
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise AttachmentTooLarge(f"the file is larger than {max_bytes} bytes")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise AttachmentTooLarge(f"the file is larger than {max_bytes} bytes")
-                chunks.append(chunk)
-            return Download(b"".join(chunks), response.headers.get("content-type"))
+        for _ in range(MAX_REDIRECTS + 1):
+            same_origin = (current.scheme, current.host, current.port) == (origin.scheme, origin.host, origin.port)
+            async with http.stream("GET", current, headers=headers if same_origin else None) as response:
+                if response.is_redirect:
+                    current = _next_hop(current, response, origin.host, redirect_hosts)
+                    continue
+                return await _read(response, max_bytes)
     except httpx.TransportError as exc:
         raise TransientError(f"fetching the file failed: {type(exc).__name__}") from None
+    raise PermanentError(f"the file is behind more than {MAX_REDIRECTS} redirects")
+
+
+def _next_hop(
+    current: httpx.URL, response: httpx.Response, own_host: str, redirect_hosts: Collection[str]
+) -> httpx.URL:
+    location = response.headers.get("location")
+    if not location:
+        raise PermanentError("the provider redirected without a Location")
+    target = current.join(location)
+    if target.scheme not in ("https", "http") or not (
+        target.host == own_host or host_allowed(target.host, redirect_hosts)
+    ):
+        raise PermanentError(f"the provider redirected to a host that is not allowed ({target.host})")
+    return target
+
+
+async def _read(response: httpx.Response, max_bytes: int) -> Download:
+    failure = classify_response(response)
+    if failure is not None:
+        if failure.kind == "transient":
+            raise TransientError(failure.reason, retry_after=failure.retry_after)
+        raise ProviderError(failure.reason, status=response.status_code)
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise AttachmentTooLarge(f"the file is larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise AttachmentTooLarge(f"the file is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return Download(b"".join(chunks), response.headers.get("content-type"))

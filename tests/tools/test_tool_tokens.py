@@ -1,0 +1,106 @@
+"""Least privilege for tool callers: a tool token acts for one team (and maybe one user) only,
+over HTTP and MCP; the all-teams service token can be turned off and tool tokens still work."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from tests.conftest import TEAM
+from tests.helpers import cli
+from tests.tools.conftest import OTHER_TEAM
+from worker.cli.serve import create_app
+from worker.core import signing
+from worker.runtime.runtime import Runtime
+
+
+async def issued(admin: httpx.AsyncClient, **request: Any) -> str:
+    response = await admin.post("/tool-tokens", json=request)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["team_id"] == request["team_id"] and body["expires_at"]
+    token: str = body["token"]
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_a_team_token_lists_and_calls_for_its_team_only(
+    runtime: Runtime, admin: httpx.AsyncClient, github_integration: Any
+) -> None:
+    token = await issued(admin, team_id=TEAM)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://x", headers=bearer(token)
+    ) as agent:
+        mine = await agent.get("/tools")  # the team comes from the token
+        other = await agent.get("/tools", params={"team_id": OTHER_TEAM})
+        call = await agent.post("/tools/github_comment/call", json={"team_id": OTHER_TEAM, "arguments": {}})
+        result = await agent.get("/tools/calls/some-call", params={"team_id": OTHER_TEAM})
+
+    assert mine.status_code == 200 and [t["function"]["name"] for t in mine.json()["tools"]] == ["github_comment"]
+    assert other.status_code == 403 and "another team" in other.json()["error"]
+    assert call.status_code == 403 and result.status_code == 403
+
+
+async def test_a_user_token_acts_for_that_user_alone(
+    runtime: Runtime, admin: httpx.AsyncClient, github_integration: Any
+) -> None:
+    token = await issued(admin, team_id=TEAM, user_id="user-ann")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://x", headers=bearer(token)
+    ) as agent:
+        as_ann = await agent.get("/tools", params={"user_id": "user-ann"})
+        as_bob = await agent.get("/tools", params={"user_id": "user-bob"})
+
+    assert as_ann.status_code == 200
+    assert as_bob.status_code == 403 and "another user" in as_bob.json()["error"]
+
+
+async def test_tokens_forged_expired_or_of_another_purpose_are_refused(
+    runtime: Runtime, github_integration: Any
+) -> None:
+    key = runtime.settings.signing_key.get_secret_value()
+    refused = {
+        "forged": signing.sign("not-the-signing-key-of-this-service", "tool", {"team": TEAM}, 600),
+        "expired": signing.sign(key, "tool", {"team": TEAM}, -5),
+        "a link token": signing.sign(key, "link", {"team": TEAM}, 600),
+    }
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://x") as anon:
+        for what, token in refused.items():
+            response = await anon.get("/tools", headers=bearer(token))
+            assert response.status_code == 401, what
+
+
+async def test_with_the_service_token_off_tool_tokens_still_work_over_mcp(
+    runtime: Runtime, admin: httpx.AsyncClient, github_integration: Any, live_ingress: str
+) -> None:
+    service_token = runtime.settings.service_token
+    assert service_token is not None
+    token = await issued(admin, team_id=TEAM)
+    runtime.settings.service_token = None  # turned off
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    mcp_headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
+    async with httpx.AsyncClient(base_url=live_ingress) as http:
+        old = await http.get("/tools", params={"team_id": TEAM}, headers=bearer(service_token.get_secret_value()))
+        listed = await http.post("/mcp", json=listing, headers={**bearer(token), **mcp_headers})
+        foreign = await http.post(
+            "/mcp", json=listing, headers={**bearer(token), **mcp_headers, "X-Team-Id": OTHER_TEAM}
+        )
+
+    assert old.status_code == 401
+    assert listed.status_code == 200, listed.text
+    assert [t["name"] for t in listed.json()["result"]["tools"]] == ["github_comment"]
+    assert foreign.status_code == 403
+
+
+def test_the_cli_issues_a_tool_token(env: dict[str, str]) -> None:
+    done = cli(env, "tool-token", "--team", TEAM, "--user", "user-ann", "--ttl", "600")
+
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    claims = signing.verify(env["IW_SIGNING_KEY"], "tool", body["token"])
+    assert claims == {"team": TEAM, "user": "user-ann"}
