@@ -168,6 +168,24 @@ class ReplyTarget(BaseModel):
     text_field: str = "text"
 
 
+class ThreadMessage(BaseModel):
+    """One message of a chat thread (Slack, Mattermost), as the agent reads it: in
+    `message.received`'s `thread` (the messages before the one received) and from the
+    `<type>_read_thread` tools. Texts longer than 3,000 characters are cut, with a marker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: str = Field(description="The message's id at the source (Slack `ts`, Mattermost post id).")
+    external_user_id: str | None = Field(description="Who wrote it at the provider (a bot's id for bot posts).")
+    external_user_name: str | None = None
+    user_id: str | None = Field(default=None, description="The author's platform user, when they linked.")
+    text: str
+    truncated: bool = Field(default=False, description="The text was cut (it ends with a marker).")
+    timestamp: datetime
+    is_bot: bool = Field(default=False, description="Posted by a bot (the agent's own answers included).")
+    is_agent: bool = Field(default=False, description="Posted by this integration's bot: the agent's earlier answers.")
+
+
 class MessageReceived(EventData):
     """A linked person wrote to the bot (a mention, a direct message, a WhatsApp message, a task
     comment mentioning it): the platform's agent should answer through `reply`."""
@@ -185,6 +203,15 @@ class MessageReceived(EventData):
     is_direct: bool = Field(default=False, description="A direct message rather than a mention in a channel.")
     reply: ReplyTarget
     metadata: dict[str, Any] = Field(default_factory=dict)
+    text_truncated: bool = Field(default=False, description="`text` was cut at 3,000 characters (with a marker).")
+    thread: list[ThreadMessage] = Field(
+        default_factory=list,
+        description="The thread's earlier messages, oldest first (Slack, Mattermost; a deployment's limit, "
+        "bounded in size); empty outside a thread or when off.",
+    )
+    thread_omitted: int = Field(
+        default=0, description="Earlier messages of the thread left out (beyond the limit or the size bound)."
+    )
 
 
 class UserLinked(EventData):
@@ -197,6 +224,20 @@ class UserLinked(EventData):
     user_id: str
     external_user_id: str
     external_user_name: str | None = None
+
+
+class UserUnlinked(EventData):
+    """A user's link was removed (the platform's unlink: admin API, CLI or command); where the
+    provider allows, its tokens were revoked first."""
+
+    EVENT: ClassVar[str] = "integration.user_unlinked"
+    link_id: str
+    integration_id: str
+    integration_type: str
+    user_id: str
+    external_user_id: str
+    revoked: bool = Field(description="The provider confirmed the tokens are revoked (false: none to revoke).")
+    source: str = Field(description="`http`, `cli` or `command`.")
 
 
 class TaskCommentReply(EventData):

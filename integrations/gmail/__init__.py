@@ -4,9 +4,9 @@
 from pathlib import Path
 
 from integrations.gmail import emails, handle, push, watch
-from integrations.gmail.config import SCOPES, GmailConfig, GmailSettings
+from integrations.gmail.config import SCOPES, GmailConfig, GmailLinkConfig, GmailSettings
 from integrations.google_common.oauth import GoogleOAuthFlow
-from worker.sdk import Action, Integration, Lifecycle, Schedule
+from worker.sdk import Action, Integration, Lifecycle, Schedule, UserLinks
 
 integration = Integration(
     type="gmail",
@@ -44,6 +44,7 @@ integration = Integration(
     ],
     lifecycle=Lifecycle(post_install=watch.post_install, pre_uninstall=watch.pre_uninstall),
     oauth=GoogleOAuthFlow(GmailSettings, SCOPES, after_link=watch.after_link),
+    user_links=UserLinks(config=GmailLinkConfig, on_unlink=watch.on_unlink),
     schedules=[
         Schedule("renew_watches", GmailSettings().schedule_every_seconds, watch.renew_due),
         Schedule("poll_quiet_mailboxes", GmailSettings().schedule_every_seconds, watch.poll_quiet),

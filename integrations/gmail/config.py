@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from integrations.google_common.settings import GoogleSettings
+from worker.sdk import Link
 
 SCOPES = (
     "https://www.googleapis.com/auth/gmail.readonly",
@@ -72,6 +73,24 @@ class GmailConfig(BaseModel):
         alias="dailyIntakeCap",
         description="Most emails taken in per linked mailbox and day (UTC); the rest is recorded, not taken in.",
     )
+
+
+class GmailLinkConfig(BaseModel):
+    """What a linked user changes of their own link (`integration_user_link.config`): filters of
+    their own, applied after the team's (mail must pass both)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    filters: GmailFilters = Field(default_factory=GmailFilters, description="This mailbox's own intake filters.")
+
+
+def link_filters(link: Link) -> GmailFilters | None:
+    """The user's own filters, if they set any (a value written by hand that is not valid: none)."""
+    try:
+        filters = GmailLinkConfig.model_validate({"filters": link.config.get("filters") or {}}).filters
+    except ValidationError:
+        return None
+    return filters if filters != GmailFilters() else None
 
 
 class GmailSettings(GoogleSettings):

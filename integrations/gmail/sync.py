@@ -9,7 +9,7 @@ notifications cannot both take the same mail in, and the daily cap is counted ex
       the new cursor is the mailbox's historyId read *before* listing, so nothing slips by)
     messages.get for each new message not seen before (gmail_messages), at most
       `max_messages_per_sync` per run (a follow-up sync goes on from where this one stopped)
-    skip promotions and social, apply the filters, apply the daily cap, emit task.intake
+    skip promotions and social, apply the team's filters and the user's own, the daily cap; emit task.intake
     stage: a gmail_messages row per message looked at, and the cursor moved forward,
       committed with the message id in one transaction, so a crash before the commit
       leaves the cursor where it was and the redelivered sync reads the same mail again.
@@ -24,7 +24,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations.gmail.client import gmail
-from integrations.gmail.config import GmailConfig, GmailSettings
+from integrations.gmail.config import GmailConfig, GmailSettings, link_filters
 from integrations.gmail.filters import skip_reason
 from integrations.gmail.mime import DecodedEmail, decode_message
 from integrations.google_common.links import link_by_id
@@ -241,6 +241,7 @@ async def _fetch(ctx: Context, link: Link, candidate: Candidate, slots: asyncio.
 
 async def _take_in(ctx: Context, link: Link, config: GmailConfig, todo: list[Candidate]) -> int:
     cap = config.daily_intake_cap
+    own = link_filters(link)
     taken = await _accepted_today(ctx, link)
     accepted = capped = 0
     slots = asyncio.Semaphore(FETCH_CONCURRENCY)
@@ -260,7 +261,7 @@ async def _take_in(ctx: Context, link: Link, config: GmailConfig, todo: list[Can
             elif isinstance(email, str):
                 reason = email
             else:
-                reason = skip_reason(email, config.filters)
+                reason = skip_reason(email, config.filters, own)
                 if reason is None and taken >= cap:
                     reason = "daily_cap"
             if reason == "daily_cap":

@@ -2,7 +2,8 @@
 (7 days). A watch is set when a user links their mailbox, at install for the links already
 there, and renewed daily: an hourly schedule (one worker at a time) publishes
 `gmail.command.renew_watch` for every mailbox renewed more than `watch_renew_after_seconds`
-ago, never renewed, or expiring within a day. Uninstalling stops the watches.
+ago, never renewed, or expiring within a day. Uninstalling stops the watches; a user unlinking
+stops theirs and revokes their grant.
 
 The first watch also sets the history cursor (its `historyId`); a renewal never moves an
 existing cursor, which only moves when mail is processed.
@@ -15,12 +16,13 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from integrations.gmail.client import gmail
+from integrations.gmail.client import gmail, refresher
 from integrations.gmail.config import GmailSettings
 from integrations.google_common.links import link_by_id, links_of
+from integrations.google_common.revoke import revoke
 from integrations.google_common.settings import GoogleSettings
 from schemas.envelope import Envelope
-from worker.sdk import Context, IntegrationError, PermanentError, redact
+from worker.sdk import Context, IntegrationError, Link, PermanentError, redact
 
 MESSAGE_RETENTION_DAYS = 30
 
@@ -163,3 +165,14 @@ async def pre_uninstall(ctx: Context) -> None:
             await gmail(ctx, link.id, "POST", "/stop")
         except (IntegrationError, OSError) as exc:
             ctx.log.warning("could not stop a Gmail watch", link_id=link.id, error=redact(str(exc)))
+
+
+async def on_unlink(ctx: Context, link: Link) -> bool:
+    """A user unlinks: stop their mailbox's watch (best effort: it ends within 7 days anyway), then
+    revoke their grant at Google. The mailbox's rows go with the link."""
+    if link.active:
+        try:
+            await gmail(ctx, link.id, "POST", "/stop")
+        except (IntegrationError, OSError) as exc:
+            ctx.log.warning("could not stop a Gmail watch", link_id=link.id, error=redact(str(exc)))
+    return await revoke(ctx, link, refresher(ctx))

@@ -4,10 +4,10 @@ linked user with their own OAuth tokens."""
 
 from pathlib import Path
 
-from integrations.google_calendar import channels, events, handle
-from integrations.google_calendar.config import SCOPES, CalendarConfig, CalendarSettings
+from integrations.google_calendar import channels, events, handle, user_links
+from integrations.google_calendar.config import SCOPES, CalendarConfig, CalendarLinkConfig, CalendarSettings
 from integrations.google_common.oauth import GoogleOAuthFlow
-from worker.sdk import Action, Integration, Lifecycle, Schedule
+from worker.sdk import Action, Integration, Lifecycle, Schedule, UserLinks
 
 integration = Integration(
     type="google-calendar",
@@ -52,7 +52,15 @@ integration = Integration(
         ),
     ],
     lifecycle=Lifecycle(post_install=channels.post_install, pre_uninstall=channels.pre_uninstall),
-    oauth=GoogleOAuthFlow(CalendarSettings, SCOPES, link_config={"syncEvents": True}, after_link=channels.after_link),
+    oauth=GoogleOAuthFlow(
+        CalendarSettings,
+        SCOPES,
+        link_config=CalendarLinkConfig().model_dump(by_alias=True),
+        after_link=channels.after_link,
+    ),
+    user_links=UserLinks(
+        config=CalendarLinkConfig, on_config_change=user_links.on_config_change, on_unlink=user_links.on_unlink
+    ),
     schedules=[Schedule("renew_channels", CalendarSettings().schedule_every_seconds, channels.renew_due)],
     migrations=Path(__file__).with_name("migrations"),
 )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from integrations.google_common.settings import GoogleSettings
+from worker.sdk import Link
 
 SCOPES = ("https://www.googleapis.com/auth/calendar.events",)
 
@@ -22,6 +23,27 @@ class CalendarConfig(BaseModel):
         alias="pushNotifications",
         description="Watch linked calendars and publish calendar.event_changed.",
     )
+
+
+class CalendarLinkConfig(BaseModel):
+    """What a linked user changes of their own link (`integration_user_link.config`)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    sync_events: bool = Field(
+        default=True,
+        alias="syncEvents",
+        description="Tasks this user follows appear as events in their calendar; off removes them.",
+    )
+
+
+def link_settings(link: Link) -> CalendarLinkConfig:
+    """The user's settings as their link holds them (the defaults where it holds none, or a value
+    written by hand that is not one)."""
+    try:
+        return CalendarLinkConfig.model_validate({k: v for k, v in link.config.items() if k == "syncEvents"})
+    except ValidationError:
+        return CalendarLinkConfig()
 
 
 class CalendarSettings(GoogleSettings):

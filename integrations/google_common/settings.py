@@ -24,7 +24,7 @@ class GoogleSettings(BaseSettings):
     )
     revoke_url: str = Field(
         default="https://oauth2.googleapis.com/revoke",
-        description="Google's token revocation endpoint (not called yet: unlinking is to come).",
+        description="Google's token revocation endpoint (called when a user unlinks).",
     )
 
     @property

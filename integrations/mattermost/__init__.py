@@ -2,8 +2,8 @@
 (one per integration across all workers) or outgoing webhooks and slash commands; the agent answers
 in the thread; team notifications go to a configured channel."""
 
-from integrations.mattermost import commands, files, install, listener, verify
-from integrations.mattermost.config import MattermostConfig
+from integrations.mattermost import commands, files, install, listener, threads, verify
+from integrations.mattermost.config import MattermostConfig, MattermostSettings
 from integrations.mattermost.handle import HANDLERS
 from worker.sdk import Action, Integration, Lifecycle, Service
 
@@ -12,6 +12,7 @@ integration = Integration(
     name="Mattermost",
     description="Talk to the platform's agent from Mattermost: mentions and direct messages; team notifications.",
     config=MattermostConfig,
+    settings=MattermostSettings,
     webhook=verify.receive,
     handlers=HANDLERS,
     actions=[
@@ -42,6 +43,14 @@ integration = Integration(
             commands.NotifyTeamInput,
             commands.PostOutput,
             commands.notify_team,
+        ),
+        Action(
+            "read_thread",
+            "Read the posts of a Mattermost thread (in a channel the acting user is a member of), newest last.",
+            threads.ReadThreadInput,
+            threads.ReadThreadOutput,
+            threads.read_thread,
+            needs_user_link=True,
         ),
     ],
     lifecycle=Lifecycle(validate=install.validate),

@@ -1,9 +1,11 @@
 """Mattermost's config, per installed server (MIMRAI: `{url, token, teamNotificationChannelId?}`),
-plus the token of the outgoing webhook or slash command that may call the ingress."""
+plus the token of the outgoing webhook or slash command that may call the ingress; and its
+settings, per deployment (`IW_MATTERMOST_*`)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class MattermostConfig(BaseModel):
@@ -43,3 +45,16 @@ class MattermostConfig(BaseModel):
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token.get_secret_value()}"}
+
+
+class MattermostSettings(BaseSettings):
+    """`IW_MATTERMOST_*`: per deployment (each server's URL and tokens are its integration's config)."""
+
+    model_config = SettingsConfigDict(env_prefix="IW_MATTERMOST_", env_file=".env", extra="ignore")
+
+    thread_context_messages: int = Field(
+        default=20,
+        ge=0,
+        le=200,
+        description="Earlier posts of a thread sent with a post written in it (message.received's `thread`); 0: none.",
+    )

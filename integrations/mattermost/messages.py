@@ -5,6 +5,8 @@ A direct message is answered in the same channel; a mention in a channel in its 
 (`root_id`, or the post itself). The association link of a mention in a channel goes to the
 person by direct message: posted in the channel, anyone could open it and link the person's
 Mattermost account to their own platform account. A linked person's post gets an :eyes: reaction.
+A post written in a thread (a `root_id`) carries the thread's earlier posts for the agent, up to
+IW_MATTERMOST_THREAD_CONTEXT_MESSAGES (threads.py).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from integrations.mattermost import api
+from integrations.mattermost import api, threads
+from integrations.mattermost.config import MattermostSettings
 from worker.sdk import AttachmentSource, Context
-from worker.sdk.conversation import Command, IncomingMessage, Replies, Sender, receive, strip_mentions
+from worker.sdk.conversation import Command, IncomingMessage, Replies, Sender, Thread, receive, strip_mentions
 
 ACK_EMOJI = "eyes"
 
@@ -81,6 +84,7 @@ async def on_posted(ctx: Context) -> None:
         text=strip_mentions(post.message, [f"@{event.bot_username}"] if event.bot_username else []),
         is_direct=is_direct,
         attachments=_files(post),
+        in_thread=bool(post.root_id),
     )
 
 
@@ -151,10 +155,15 @@ async def _converse(
     text: str,
     is_direct: bool,
     attachments: list[AttachmentSource],
+    in_thread: bool = False,
 ) -> None:
     where: dict[str, Any] = {"channel_id": channel_id}
     if root_id:
         where["root_id"] = root_id
+    thread = None
+    if in_thread and root_id and post_id:
+        limit = ctx.settings_as(MattermostSettings).thread_context_messages
+        thread = Thread(lambda: threads.context(ctx, root_id, post_id), limit)
     await receive(
         ctx,
         IncomingMessage(
@@ -167,5 +176,6 @@ async def _converse(
             attachments=attachments,
             is_direct=is_direct,
             metadata={"channel_id": channel_id, "post_id": post_id, "root_id": root_id},
+            thread=thread,
         ),
     )

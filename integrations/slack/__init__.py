@@ -1,7 +1,7 @@
 """Slack: app mentions and direct messages reach the platform's agent (with an account-link flow for
 people not linked yet); the agent answers in the thread. Installed through OAuth v2."""
 
-from integrations.slack import commands, files, install, oauth, verify
+from integrations.slack import commands, files, install, oauth, threads, verify
 from integrations.slack.config import SlackConfig, SlackSettings
 from integrations.slack.handle import HANDLERS
 from worker.sdk import Action, Integration, Lifecycle
@@ -35,6 +35,14 @@ integration = Integration(
             commands.AddReactionInput,
             commands.AddReactionOutput,
             commands.add_reaction,
+        ),
+        Action(
+            "read_thread",
+            "Read the messages of a Slack thread (in a channel the acting user is a member of), newest last.",
+            threads.ReadThreadInput,
+            threads.ReadThreadOutput,
+            threads.read_thread,
+            needs_user_link=True,
         ),
     ],
     lifecycle=Lifecycle(validate=install.validate),

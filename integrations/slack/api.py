@@ -9,8 +9,10 @@ import orjson
 from integrations.slack import tokens
 from integrations.slack.config import SlackSettings
 from integrations.slack.errors import classify
-from worker.sdk import Context
+from worker.sdk import Context, IntegrationError
 from worker.sdk import call as outbound_call
+
+USER_NAME_TTL = 3600.0
 
 
 async def call(
@@ -44,3 +46,20 @@ def _form_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+async def user_name(ctx: Context, user: str) -> str | None:
+    """The person's display name (users.info), cached; None if Slack will not say."""
+    cached = ctx.cache.get(f"user-name:{user}")
+    if cached is not None:
+        return str(cached) or None
+    try:
+        body = await call(ctx, "users.info", {"user": user})
+    except IntegrationError as exc:
+        ctx.log.info("slack user name unavailable", error=str(exc))
+        return None
+    info = body.get("user") or {}
+    profile = info.get("profile") or {}
+    name = profile.get("display_name") or profile.get("real_name") or info.get("real_name") or info.get("name") or ""
+    ctx.cache.set(f"user-name:{user}", name, USER_NAME_TTL)
+    return str(name) or None

@@ -9,7 +9,12 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_SCOPES = "app_mentions:read,chat:write,im:history,im:read,files:read,reactions:write,users:read"
+# The *:history scopes read threads (their context for the agent, the read_thread tool); the
+# channels:read and groups:read scopes let read_thread check who is in a channel.
+DEFAULT_SCOPES = (
+    "app_mentions:read,chat:write,im:history,im:read,files:read,reactions:write,users:read,"
+    "channels:history,groups:history,mpim:history,channels:read,groups:read,mpim:read"
+)
 
 
 class SlackConfig(BaseModel):
@@ -42,6 +47,18 @@ class SlackSettings(BaseSettings):
     )
     file_hosts: str = Field(
         default="files.slack.com", description="Hosts that may receive the bot token when fetching files."
+    )
+    file_redirect_hosts: str = Field(
+        default="*.slack-edge.com",
+        description="Hosts Slack's file URLs may redirect to (never sent the bot token).",
+    )
+
+    thread_context_messages: int = Field(
+        default=20,
+        ge=0,
+        le=200,
+        description="Earlier messages of a thread sent with a message written in it (message.received's "
+        "`thread`); 0: none.",
     )
 
     def allowed_file_hosts(self) -> set[str]:

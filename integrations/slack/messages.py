@@ -5,19 +5,21 @@ Replies go in the thread: `thread_ts` when the mention is inside a thread, else 
 an ephemeral message in that thread, visible to the person alone (anyone who opened it could
 otherwise link the person's Slack account to their own platform account); in a direct message it
 is a plain reply. A linked person's message gets an :eyes: reaction as its acknowledgement.
+
+A message inside a thread (`thread_ts` other than its own `ts`) carries the thread's earlier
+messages for the agent, up to IW_SLACK_THREAD_CONTEXT_MESSAGES (threads.py).
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from integrations.slack import api
-from integrations.slack.config import SlackConfig
-from worker.sdk import AttachmentSource, Context, IntegrationError
-from worker.sdk.conversation import Command, IncomingMessage, Replies, Sender, receive, strip_mentions
+from integrations.slack import api, threads
+from integrations.slack.config import SlackConfig, SlackSettings
+from worker.sdk import AttachmentSource, Context
+from worker.sdk.conversation import Command, IncomingMessage, Replies, Sender, Thread, receive, strip_mentions
 
 ACK_EMOJI = "eyes"
-USER_NAME_TTL = 3600.0
 
 
 class SlackFile(BaseModel):
@@ -69,23 +71,6 @@ async def on_message(ctx: Context) -> None:
     await _converse(ctx, callback, is_direct=True)
 
 
-async def user_name(ctx: Context, user: str) -> str | None:
-    """The person's display name (users.info), cached; None if Slack will not say."""
-    cached = ctx.cache.get(f"user-name:{user}")
-    if cached is not None:
-        return str(cached) or None
-    try:
-        body = await api.call(ctx, "users.info", {"user": user})
-    except IntegrationError as exc:
-        ctx.log.info("slack user name unavailable", error=str(exc))
-        return None
-    info = body.get("user") or {}
-    profile = info.get("profile") or {}
-    name = profile.get("display_name") or profile.get("real_name") or info.get("real_name") or info.get("name") or ""
-    ctx.cache.set(f"user-name:{user}", name, USER_NAME_TTL)
-    return str(name) or None
-
-
 async def _converse(ctx: Context, callback: EventCallback, *, is_direct: bool) -> None:
     config = ctx.config_as(SlackConfig)
     event = callback.event
@@ -94,13 +79,15 @@ async def _converse(ctx: Context, callback: EventCallback, *, is_direct: bool) -
     thread = event.thread_ts or event.ts
     where = {"channel": event.channel, "thread_ts": thread}
     mentions = [f"<@{config.bot_user_id}>"] if config.bot_user_id else []
+    in_thread = event.thread_ts is not None and event.thread_ts != event.ts
+    limit = ctx.settings_as(SlackSettings).thread_context_messages
     await receive(
         ctx,
         IncomingMessage(
             message_id=event.client_msg_id or event.ts,
             conversation_id=f"slack-{event.channel}-{thread}",
             text=strip_mentions(event.text, mentions),
-            sender=Sender(event.user, await user_name(ctx, event.user)),
+            sender=Sender(event.user, await api.user_name(ctx, event.user)),
             replies=Replies(
                 "post_message",
                 where,
@@ -114,5 +101,6 @@ async def _converse(ctx: Context, callback: EventCallback, *, is_direct: bool) -
             ],
             is_direct=is_direct,
             metadata={"channel": event.channel, "ts": event.ts, "thread_ts": thread, "slack_team_id": callback.team_id},
+            thread=Thread(lambda: threads.context(ctx, event.channel, thread, event.ts), limit) if in_thread else None,
         ),
     )

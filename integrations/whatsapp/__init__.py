@@ -1,10 +1,11 @@
-"""WhatsApp through Twilio: messages to the team's WhatsApp number reach the platform's agent (with an
-account-link flow for numbers not linked yet); answers go back through Twilio's Messages API."""
+"""WhatsApp through Twilio: messages to the team's WhatsApp number (or to a number many teams share,
+routed by the sender's link) reach the platform's agent (with an account-link flow for numbers not
+linked yet); answers go back through Twilio's Messages API."""
 
-from integrations.whatsapp import commands, files, verify
+from integrations.whatsapp import commands, files, install, verify
 from integrations.whatsapp.config import WhatsappConfig, WhatsappSettings
-from integrations.whatsapp.messages import on_message
-from worker.sdk import Action, Handler, Integration
+from integrations.whatsapp.messages import SHARED_REPLY, on_message, on_shared_message
+from worker.sdk import Action, Handler, Integration, Lifecycle
 
 integration = Integration(
     type="whatsapp",
@@ -13,7 +14,11 @@ integration = Integration(
     config=WhatsappConfig,
     settings=WhatsappSettings,
     webhook=verify.receive,
-    handlers=[Handler("webhook", "message", on_message)],
+    handlers=[
+        Handler("webhook", "message", on_message),
+        Handler("webhook", "shared_message", on_shared_message, requires_integration=False),
+        Handler("command", SHARED_REPLY, commands.send_from_shared_number, requires_integration=False),
+    ],
     actions=[
         Action(
             "send_message",
@@ -23,6 +28,8 @@ integration = Integration(
             commands.send_message,
         )
     ],
+    lifecycle=Lifecycle(validate=install.validate),
     attachments=files.fetch,
+    # a number of its own is the provider account (one team per number); none: the shared number
     external_team_id=lambda config: config.number,
 )

@@ -1,17 +1,22 @@
-"""`whatsapp.command.send_message`: a WhatsApp message from the team's number through Twilio's
-Messages API, retried on 429/20429 and 5xx (Retry-After honoured), parked on permanent errors
-(21211 invalid number; 63016 outside the 24-hour window, where only a template can go)."""
+"""`whatsapp.command.send_message`: a WhatsApp message from the team's number (or the shared one)
+through Twilio's Messages API, retried on 429/20429 and 5xx (Retry-After honoured), parked on
+permanent errors (21211 invalid number; 63016 outside the 24-hour window, where only a template
+can go).
+
+`whatsapp.command.send_from_shared_number` (a handler, not an agent tool): the association reply
+to someone who wrote to the shared number and is linked in no team yet, when there is no
+integration to send as."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from integrations.whatsapp import api
 from integrations.whatsapp.config import E164, WhatsappConfig, WhatsappSettings, phone
-from worker.sdk import Context
+from worker.sdk import Context, PermanentError
 
 
 class SendMessageInput(BaseModel):
@@ -43,8 +48,22 @@ class SendMessageOutput(BaseModel):
 
 
 async def send_message(ctx: Context, request: SendMessageInput) -> SendMessageOutput:
-    config = ctx.config_as(WhatsappConfig)
-    form = [("To", f"whatsapp:{request.to}"), ("From", f"whatsapp:{config.number}")]
+    return await _send(ctx, request, ctx.settings_as(WhatsappSettings).sender(ctx.config_as(WhatsappConfig)))
+
+
+async def send_from_shared_number(ctx: Context) -> None:
+    number = ctx.settings_as(WhatsappSettings).shared_number
+    if number is None:
+        raise PermanentError("IW_WHATSAPP_SHARED_NUMBER is not set")
+    try:
+        request = SendMessageInput.model_validate(ctx.envelope.payload)
+    except ValidationError as exc:
+        raise PermanentError(f"invalid send_from_shared_number input: {exc.error_count()} error(s)") from None
+    await _send(ctx, request, number)
+
+
+async def _send(ctx: Context, request: SendMessageInput, number: str) -> SendMessageOutput:
+    form = [("To", f"whatsapp:{request.to}"), ("From", f"whatsapp:{number}")]
     if request.body:
         form.append(("Body", request.body))
     form += [("MediaUrl", url) for url in request.media_url]

@@ -1,5 +1,6 @@
 """WhatsApp's config (per team: the WhatsApp number people write to, which routes their messages to
-the team) and settings (the Twilio account, per deployment: `IW_WHATSAPP_*`)."""
+the team; or none, to share the deployment's number with other teams) and settings (the Twilio
+account and the shared number, per deployment: `IW_WHATSAPP_*`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.sdk import PermanentError
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
 
@@ -19,12 +22,23 @@ def phone(value: str) -> str:
 class WhatsappConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    number: str = Field(pattern=E164, description="The team's WhatsApp sender number, E.164 (+14155238886).")
+    number: str | None = Field(
+        default=None,
+        pattern=E164,
+        description="The team's own WhatsApp sender number, E.164 (+14155238886): messages to it reach this team. "
+        "Left out: the deployment's shared number (IW_WHATSAPP_SHARED_NUMBER), where a message reaches the team "
+        "its sender linked in.",
+    )
 
     @field_validator("number", mode="before")
     @classmethod
     def _normalise(cls, value: object) -> object:
         return phone(value) if isinstance(value, str) else value
+
+    @property
+    def shared(self) -> bool:
+        """On the deployment's shared number (no number of its own)."""
+        return self.number is None
 
 
 class WhatsappSettings(BaseSettings):
@@ -33,12 +47,34 @@ class WhatsappSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IW_WHATSAPP_", env_file=".env", extra="ignore")
 
     account_sid: str | None = Field(default=None, description="The Twilio account (AC...).")
+    shared_number: str | None = Field(
+        default=None,
+        pattern=E164,
+        description="A WhatsApp number many teams share (E.164): a message to it reaches the team its sender "
+        "linked in; teams install WhatsApp without a number to use it. Unset: one number per team.",
+    )
     auth_token: SecretStr | None = Field(default=None, description="Signs Twilio's webhooks; authenticates calls.")
     api_url: str = Field(default="https://api.twilio.com", description="Twilio's REST API.")
     media_hosts: str = Field(default="api.twilio.com", description="Hosts that may receive the account's credentials.")
+    media_redirect_hosts: str = Field(
+        default="media.twiliocdn.com,*.twiliocdn.com,s3-external-1.amazonaws.com",
+        description="Hosts Twilio's media URLs may redirect to (its storage; never sent the credentials).",
+    )
     working_text: str = Field(
         default="Got it, working on it…", description="The acknowledgement to a linked person; empty: none."
     )
+
+    @field_validator("shared_number", mode="before")
+    @classmethod
+    def _normalise(cls, value: object) -> object:
+        return (phone(value) or None) if isinstance(value, str) else value
+
+    def sender(self, config: WhatsappConfig) -> str:
+        """The number an integration sends from: its own, else the shared one."""
+        number = config.number or self.shared_number
+        if number is None:
+            raise PermanentError("no WhatsApp number to send from: none of its own, and no shared number is set")
+        return number
 
     def allowed_media_hosts(self) -> set[str]:
         hosts = {h.strip().lower() for h in self.media_hosts.split(",") if h.strip()}

@@ -6,6 +6,11 @@ parameters without notice). A message is published with its `MessageSid` as deli
 collapses) and routed by the receiving number (`To`) to the team that installed it; Twilio gets an
 empty TwiML answer at once, and the reply goes out later through the REST API. Status callbacks
 and non-WhatsApp messages are answered and dropped.
+
+A message to the deployment's shared number (IW_WHATSAPP_SHARED_NUMBER) names no integration: it
+is published as `shared_message`, and the worker finds its team through the sender's link
+(messages.py). The ingress reads no database: once the broker has it, nothing is lost, while a
+failed look-up here would be an error Twilio does not retry by default.
 """
 
 from __future__ import annotations
@@ -41,11 +46,14 @@ async def receive(request: WebhookRequest, ctx: Context) -> Accept | Reply:
     if not sid or not to:
         raise WebhookRejected(400, "MessageSid and To are required")
     idempotency = request.headers.get("i-twilio-idempotency-token")
+    headers = {"i-twilio-idempotency-token": idempotency} if idempotency else {}
+    if settings.shared_number is not None and to == settings.shared_number:
+        return Accept(name="shared_message", delivery_id=sid, payload=fields, headers=headers, response=EMPTY_TWIML)
     return Accept(
         name="message",
         delivery_id=sid,
         payload=fields,
         external_team_id=to,
-        headers={"i-twilio-idempotency-token": idempotency} if idempotency else {},
+        headers=headers,
         response=EMPTY_TWIML,
     )

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urlencode
 
+import aio_pika
 import httpx
 import orjson
 import pytest
@@ -30,6 +31,7 @@ from tests.fakes.mattermost import FakeMattermostState
 from tests.fakes.server import BackgroundServer
 from tests.fakes.slack import FakeSlackState
 from tests.fakes.twilio import FakeTwilioState
+from tests.tools.conftest import BrokerCaller
 from worker.cli import dead
 from worker.core import signing
 from worker.platform.install import InstallRequest, install
@@ -113,6 +115,7 @@ def env(
         "IW_WHATSAPP_AUTH_TOKEN": fake_twilio.AUTH_TOKEN,
         "IW_WHATSAPP_API_URL": fake_twilio_server[1],
         "IW_WHATSAPP_MEDIA_HOSTS": "127.0.0.1",
+        "IW_WHATSAPP_MEDIA_REDIRECT_HOSTS": "localhost",
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
@@ -417,3 +420,15 @@ async def assert_tampered_tokens_link_nobody(
         assert response.status_code == 400, (what, response.text)
         assert "link token refused" in response.json()["error"], what
     assert await link_count(runtime) == 0
+
+
+@pytest.fixture
+async def caller(runtime: Runtime) -> AsyncIterator[BrokerCaller]:
+    """Another service (the agent's) calling an action over the broker and waiting for its answer."""
+    connection = await aio_pika.connect(runtime.settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        answers = BrokerCaller(channel, queue, runtime.topology.incoming)
+        await queue.consume(answers.on_reply, no_ack=True)
+        yield answers

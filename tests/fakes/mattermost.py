@@ -1,5 +1,6 @@
 """A fake Mattermost server: REST v4 (users/me, posts, patches, reactions, direct channels, files,
-and for catching up: the bot's channels, a channel's posts since a time, users by id)
+threads, channel members, and for catching up: the bot's channels, a channel's posts since a
+time, users by id)
 and a real WebSocket endpoint (`/api/v4/websocket`, bearer token on the upgrade) that sends
 `hello` and then whatever the test broadcasts. It counts live sockets, so a test can tell how
 many listeners are connected at once."""
@@ -40,6 +41,8 @@ class FakeMattermostState:
     history: list[dict[str, Any]] = field(default_factory=list)  # posts already on the server
     users: dict[str, str] = field(default_factory=dict)  # id -> username
     history_requests: list[tuple[str, int]] = field(default_factory=list)  # (channel id, since)
+    members: dict[str, set[str]] = field(default_factory=dict)  # channel id -> its members' ids
+    thread_failure: int | None = None  # GET /posts/{id}/thread answers this status
     sockets: dict[int, WebSocket] = field(default_factory=dict)
     connects: int = 0
     max_concurrent: int = 0
@@ -61,8 +64,40 @@ class FakeMattermostState:
             self.history.clear()
             self.users.clear()
             self.history_requests.clear()
+            self.members.clear()
+            self.thread_failure = None
             self.connects = 0
             self.max_concurrent = len(self.sockets)
+
+    def say(
+        self,
+        post_id: str,
+        channel_id: str,
+        user_id: str,
+        message: str,
+        *,
+        root_id: str = "",
+        create_at: int,
+        type_: str = "",
+        props: dict[str, Any] | None = None,
+        deleted: bool = False,
+    ) -> dict[str, Any]:
+        """A post already on the server (someone's, a bot's, a system message)."""
+        post = {
+            "id": post_id,
+            "channel_id": channel_id,
+            "user_id": user_id,
+            "message": message,
+            "root_id": root_id,
+            "create_at": create_at,
+            "update_at": create_at,
+            "delete_at": create_at if deleted else 0,
+            "type": type_,
+            "props": props or {},
+        }
+        with self.lock:
+            self.history.append(post)
+        return post
 
     @property
     def connected(self) -> int:
@@ -172,7 +207,39 @@ def build_app(state: FakeMattermostState) -> Starlette:
         body = await request.json()
         with state.lock:
             state.patches.append({"id": request.path_params["id"], **body})
-        return JSONResponse({"id": request.path_params["id"], "channel_id": "chan", **body})
+            post = next((p for p in state.history if p["id"] == request.path_params["id"]), None)
+            if post is not None and post["user_id"] == BOT_ID:
+                post.update({"message": body.get("message", post["message"]), "edit_at": int(time.time() * 1000)})
+                post = dict(post)
+        if post is None:
+            return JSONResponse({"id": "app.post.get.app_error", "status_code": 404}, 404)
+        if post["user_id"] != BOT_ID:
+            return JSONResponse({"id": "api.context.permissions.app_error", "status_code": 403}, 403)
+        return JSONResponse(post)
+
+    async def thread(request: Request) -> JSONResponse:
+        if not authorised(request):
+            return unauthorised()
+        if state.thread_failure is not None:
+            return JSONResponse({"status_code": state.thread_failure}, state.thread_failure)
+        with state.lock:
+            post = next((p for p in state.history if p["id"] == request.path_params["id"]), None)
+            root = (post.get("root_id") or post["id"]) if post is not None else None
+            found = [dict(p) for p in state.history if root is not None and root in (p["id"], p.get("root_id"))]
+        if not found:
+            return JSONResponse({"id": "app.post.get.app_error", "status_code": 404}, 404)
+        found.sort(key=lambda p: p["create_at"], reverse=True)
+        return JSONResponse({"order": [p["id"] for p in found], "posts": {p["id"]: p for p in found}})
+
+    async def member(request: Request) -> JSONResponse:
+        if not authorised(request):
+            return unauthorised()
+        channel_id, user_id = request.path_params["id"], request.path_params["user"]
+        with state.lock:
+            known = user_id in state.members.get(channel_id, set())
+        if not known:
+            return JSONResponse({"id": "app.channel.get_member.missing.app_error", "status_code": 404}, 404)
+        return JSONResponse({"channel_id": channel_id, "user_id": user_id, "roles": "channel_user"})
 
     async def reactions(request: Request) -> JSONResponse:
         if not authorised(request):
@@ -253,6 +320,8 @@ def build_app(state: FakeMattermostState) -> Starlette:
             Route("/api/v4/users/me", me, methods=["GET"]),
             Route("/api/v4/posts", posts, methods=["POST"]),
             Route("/api/v4/posts/{id}/patch", patch, methods=["PUT"]),
+            Route("/api/v4/posts/{id}/thread", thread, methods=["GET"]),
+            Route("/api/v4/channels/{id}/members/{user}", member, methods=["GET"]),
             Route("/api/v4/reactions", reactions, methods=["POST"]),
             Route("/api/v4/channels/direct", direct, methods=["POST"]),
             Route("/api/v4/files/{id}", file, methods=["GET"]),

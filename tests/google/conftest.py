@@ -20,6 +20,7 @@ from schemas.envelope import Envelope, dumps_envelope
 from tests.conftest import TEAM, eventually
 from tests.fakes.google import CLIENT_ID, CLIENT_SECRET, FakeGoogleState, StateProxy, build_app
 from tests.fakes.server import BackgroundServer
+from worker.cli.serve import create_app
 from worker.platform.install import InstallRequest, install
 from worker.runtime.runtime import Runtime
 from worker.sdk import IntegrationRecord, NewLink, TokenGrant
@@ -62,6 +63,7 @@ def env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, google_server: tup
             f"{prefix}AUTH_URL": f"{url}/auth",
             f"{prefix}TOKEN_URL": f"{url}/token",
             f"{prefix}USERINFO_URL": f"{url}/userinfo",
+            f"{prefix}REVOKE_URL": f"{url}/revoke",
         }
     extra |= {
         "IW_GMAIL_API_URL": url,
@@ -269,6 +271,16 @@ async def parked(runtime: Runtime) -> list[dict[str, Any]]:
             found.append({"envelope": orjson.loads(message.body), "headers": dict(message.headers or {})})
         await channel.close()  # unacknowledged: they go back to the queue
     return found
+
+
+@pytest.fixture
+async def admin(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """The platform API as the platform's backend calls it: with IW_ADMIN_TOKEN."""
+    assert runtime.settings.admin_token is not None
+    headers = {"Authorization": f"Bearer {runtime.settings.admin_token.get_secret_value()}"}
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers) as client:
+        yield client
 
 
 async def http_get(client: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:

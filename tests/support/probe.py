@@ -33,6 +33,8 @@ class WriteInput(BaseModel):
     gated: bool = False  # wait at GATE until the test opens it
     fail_first: bool = False  # a transient failure on its first delivery (not on a repeat)
     cancelled_inside: bool = False  # on its first delivery, awaits something cancelled elsewhere
+    needs_provider: bool = False  # fails as transient while PROVIDER.away (retried, then parked)
+    note: str | None = None  # the handler logs it (ctx.log), with the message's fields bound
 
 
 class Gate:
@@ -60,6 +62,17 @@ class Gate:
 GATE = Gate()
 
 
+class Provider:
+    """The provider writes marked `needs_provider` call, in the test's process: while it is away
+    they fail as transient, are retried, and are parked once the retries are spent."""
+
+    def __init__(self) -> None:
+        self.away = False
+
+
+PROVIDER = Provider()
+
+
 class WriteOutput(BaseModel):
     key: str
 
@@ -69,6 +82,10 @@ def _settings_of(values: dict[str, int], name: str) -> int:
 
 
 async def write(ctx: Context, request: WriteInput) -> WriteOutput:
+    if request.note:
+        ctx.log.info(request.note, key=request.key)
+    if request.needs_provider and PROVIDER.away:
+        raise TransientError("the provider is away")
     if request.sleep:
         await asyncio.sleep(request.sleep)
     if request.gated:

@@ -65,10 +65,44 @@ def build_parser() -> argparse.ArgumentParser:
     uninstall.add_argument("--team", required=True)
     uninstall.add_argument("--force", action="store_true", help="even when stopping or revoking at the provider fails")
 
+    logs = sub.add_parser("logs", help="an integration's log rows, newest first")
+    logs.add_argument("integration_id")
+    logs.add_argument("--team", required=True)
+    logs.add_argument("--level", action="append", help="info, warning or error (repeat, or comma-separated)")
+    logs.add_argument("--since", help="rows written at or after this time (ISO 8601, with a zone)")
+    logs.add_argument("--until", help="rows written before this time")
+    logs.add_argument("--key", help="only rows with this key (action_call, user_unlinked, ...)")
+    logs.add_argument("--limit", type=int, help="rows per page (default 50, at most 200)")
+    logs.add_argument("--cursor", help="the next_cursor of the previous page")
+    links = sub.add_parser("links", help="users linked to an integration: list, change their settings, unlink")
+    links_sub = links.add_subparsers(dest="links_command", required=True)
+    links_list = links_sub.add_parser("list", help="the users linked (never a token)")
+    links_list.add_argument("integration_id")
+    links_list.add_argument("--team", required=True)
+    links_list.add_argument("--user", help="only this platform user's links")
+    links_list.add_argument("--limit", type=int)
+    links_list.add_argument("--offset", type=int)
+    links_set = links_sub.add_parser("set", help="change a linked user's own settings (syncEvents, filters)")
+    links_set.add_argument("integration_id")
+    links_set.add_argument("link_id")
+    links_set.add_argument("--team", required=True)
+    links_set.add_argument("--config", required=True, help='the settings to change, as JSON: {"syncEvents": false}')
+    links_unlink = links_sub.add_parser("unlink", help="revoke a user's tokens at the provider and remove the link")
+    links_unlink.add_argument("integration_id")
+    links_unlink.add_argument("link_id")
+    links_unlink.add_argument("--team", required=True)
+    links_unlink.add_argument("--force", action="store_true", help="even when revoking at the provider fails")
+
     tools = sub.add_parser("tools", help="the agent tools a team (and user) can call")
     tools.add_argument("--team", required=True)
     tools.add_argument("--user", help="the platform user (tools that act as a user need their link)")
     tools.add_argument("--format", choices=["openai", "mcp"], default="openai")
+    tool_token = sub.add_parser("tool-token", help="a tool token for one team (and user): least privilege for an agent")
+    tool_token.add_argument("--team", required=True, help="the only team it acts for")
+    tool_token.add_argument("--user", help="the only platform user it acts for")
+    tool_token.add_argument(
+        "--ttl", type=float, default=86400.0, help="seconds it works (capped by IW_TOOL_TOKEN_MAX_TTL)"
+    )
     call = sub.add_parser("call", help="run an action as an agent tool does: over the broker, answered by a worker")
     call.add_argument("type")
     call.add_argument("action")
@@ -137,8 +171,11 @@ COMMANDS = {
     "install": "worker.cli.operate:install_command",
     "update": "worker.cli.operate:update_command",
     "uninstall": "worker.cli.operate:uninstall_command",
+    "logs": "worker.cli.links:logs",
+    "links": "worker.cli.links:links",
     "tools": "worker.cli.operate:tools",
     "call": "worker.cli.operate:call",
+    "tool-token": "worker.cli.tokens:tool_token",
     "secrets": "worker.cli.operate:secrets",
     "new": "worker.cli.operate:new",
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import typing
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -42,13 +43,14 @@ def describe(message: AbstractIncomingMessage) -> ParkedMessage:
         envelope, raw = None, message.body[:2000].decode(errors="replace")
     error = _text(headers.get("x-error"))
     kind = _text(headers.get("x-error-kind"))
+    parked_at = _text(headers.get("x-parked-at")) or None
     if not error:  # dead-lettered by the broker itself: unroutable, or over the delivery limit
         deaths = headers.get("x-death")
-        reason = (
-            _text(deaths[0].get("reason"))
-            if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict)
-            else ""
-        )
+        death = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
+        reason = _text(death.get("reason"))
+        died = death.get("time")  # when the broker dead-lettered it (none for an unroutable message)
+        if parked_at is None and isinstance(died, datetime):
+            parked_at = died.isoformat()
         error = {
             "delivery_limit": "delivered too many times without an acknowledgement (a crash loop)",
         }.get(reason, reason or "no queue was bound for its routing key (unroutable)")
@@ -62,7 +64,7 @@ def describe(message: AbstractIncomingMessage) -> ParkedMessage:
         error=error,
         error_kind=kind,
         attempts=attempts,
-        parked_at=_text(headers.get("x-parked-at")) or None,
+        parked_at=parked_at,
         envelope=envelope,
         raw=raw,
     )

@@ -47,7 +47,14 @@ class Settings(BaseSettings):
     )
     signing_key: SecretStr = Field(default=SecretStr(DEV_SIGNING_KEY), description="Signs OAuth state and links.")
     admin_token: SecretStr | None = Field(default=None, description="Bearer token for the admin HTTP API.")
-    service_token: SecretStr | None = Field(default=None, description="Bearer token for agent tool calls.")
+    service_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for agent tool calls on behalf of any team (trusted services); unset: off. "
+        "Team-scoped tool tokens work either way.",
+    )
+    tool_token_max_ttl: float = Field(
+        default=30 * 86400.0, gt=0, description="Longest life, in seconds, of a team-scoped tool token."
+    )
     link_ttl: float = Field(default=86400.0, gt=0, description="Seconds an account-link token stays valid.")
     attachment_url_ttl: float = Field(default=86400.0, gt=0, description="Seconds an attachment link works.")
     attachment_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="Largest attachment served.")
@@ -86,7 +93,11 @@ class Settings(BaseSettings):
     )
     retry_jitter: float = Field(default=0.2, ge=0, le=1, description="Up to this fraction added to a delay.")
     delivery_limit: int = Field(default=50, ge=2, description="Quorum-queue backstop: deliveries before parking.")
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="Default webhook body limit.")
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="Largest request body: a webhook's (unless its type has its own) and any platform API request's.",
+    )
     body_limits: dict[str, int] = Field(default_factory=dict, description='Per type, JSON: {"github": 26214400}')
     inbox_retention_days: float = Field(default=30.0, gt=0, description="Days processed ids are remembered.")
     outbox_relay_interval: float = Field(

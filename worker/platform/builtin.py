@@ -20,8 +20,16 @@ from worker.platform.install_commands import (
     UninstalledOutput,
     UpdateCommand,
 )
+from worker.platform.link_commands import (
+    LinkCommands,
+    ListLinksCommand,
+    ListLogsCommand,
+    UnlinkCommand,
+    UpdateLinkCommand,
+)
 from worker.platform.tool_commands import ListToolsCommand, ListToolsOutput, ToolCommands
 from worker.platform.tools import BUILTIN_TYPE as TYPE
+from worker.platform.user_links import LinksPage, LinkView, LogsPage, Unlinked
 from worker.runtime.runtime import Runtime
 from worker.sdk.declare import Action, Integration
 
@@ -53,23 +61,50 @@ COMMANDS: tuple[tuple[str, str, type[BaseModel], type[BaseModel]], ...] = (
         ListToolsCommand,
         ListToolsOutput,
     ),
+    (
+        "list_logs",
+        "An integration's log rows, newest first: by level, time range and key, a page at a time.",
+        ListLogsCommand,
+        LogsPage,
+    ),
+    ("list_links", "The users linked to an integration (never a token).", ListLinksCommand, LinksPage),
+    (
+        "update_link",
+        "Change a linked user's own settings (Calendar's syncEvents, Gmail's filters).",
+        UpdateLinkCommand,
+        LinkView,
+    ),
+    (
+        "unlink_user",
+        "Remove a user's link: their tokens revoked at the provider where it allows, the link deleted.",
+        UnlinkCommand,
+        Unlinked,
+    ),
 )
 
 
 def builtin_integration(runtime: Runtime) -> Integration:
     installs = InstallCommands(runtime)
     tools = ToolCommands(runtime)
+    user_links = LinkCommands(runtime)
     runs: dict[str, Any] = {
         "link_user": links.confirm,
         "install": installs.install,
         "update": installs.update,
         "uninstall": installs.uninstall,
         "list_tools": tools.list_tools,
+        "list_logs": user_links.list_logs,
+        "list_links": user_links.list_links,
+        "update_link": user_links.update_link,
+        "unlink_user": user_links.unlink_user,
     }
     return Integration(
         type=TYPE,
         name="Platform",
-        description="Commands about integrations themselves: install, update, uninstall, link a user, list tools.",
+        description=(
+            "Commands about integrations themselves: install, update, uninstall, link a user, list tools;"
+            " their logs and linked users."
+        ),
         actions=[
             Action(name, description, input_model, output_model, runs[name], requires_integration=False)
             for name, description, input_model, output_model in COMMANDS

@@ -25,6 +25,10 @@ def catalog(registry: Registry) -> list[dict[str, Any]]:
                 "name": integration.name,
                 "description": integration.description,
                 "config_schema": integration.config.model_json_schema(),
+                # what a linked user may change of their own link (PATCH /integrations/{id}/links/{link_id})
+                "link_config_schema": (
+                    integration.user_links.config.model_json_schema() if integration.user_links.config else None
+                ),
                 "webhook": f"/webhooks/{integration.type}" if integration.webhook else None,
                 "oauth": f"/oauth/{integration.type}/start" if integration.oauth else None,
                 "handles": sorted(routing_key(integration.type, h.kind, h.name) for h in integration.handlers),

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 WEBHOOKS_RECEIVED = Counter(
     "iw_webhooks_received_total", "Webhook requests received by the ingress.", ["type", "status"]
 )
-PUBLISHED = Counter("iw_published_total", "Messages published to the incoming exchange (confirmed).", ["type"])
+PUBLISHED = Counter("iw_published_total", "Webhooks the ingress published (confirmed by the broker).", ["type"])
 PROCESSED = Counter("iw_processed_total", "Messages the worker finished, by outcome.", ["type", "outcome"])
 DUPLICATES = Counter("iw_duplicates_total", "Messages acknowledged without running: already processed.", ["type"])
 RETRIED = Counter("iw_retried_total", "Messages sent to a retry queue.", ["type"])

@@ -199,9 +199,13 @@ class Settler:
             # broker's publisher or the database away) would otherwise run again in a tight loop.
             asyncio.get_running_loop().call_later(RETURN_AFTER, self._requeue, returned)
         by_outcome: Counter[str] = Counter()
+        by_type: Counter[str] = Counter()
         for (type_, name), count in outcomes.items():
             metrics.count(type_, name, count)
             by_outcome[name] += count
+            by_type[type_] += count
+        for type_, count in by_type.items():  # settled: no longer in flight (worker.py counted them in)
+            metrics.child(metrics.IN_FLIGHT, type_).dec(count)
         if outcomes:
             slowest = max(now - m.received for m in wave)
             self.log.info(

@@ -86,8 +86,8 @@ class Worker:
         except Exception:  # a bug of the worker itself: what it had not settled goes back to the queue
             self.log.exception("batch failed; its unsettled messages go back to the queue")
             self.pipeline.give_back(batch)
-        finally:
-            for type_, size in Counter(m.queue_type for m in batch).items():
+        finally:  # each message leaves iw_in_flight when settled (settle.py); the rest, unsettled, now
+            for type_, size in Counter(m.queue_type for m in batch if not m.settled).items():
                 metrics.child(metrics.IN_FLIGHT, type_).dec(size)
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:

@@ -101,6 +101,7 @@ def check(integration: Integration) -> list[str]:
         hook = getattr(integration.lifecycle, hook_name)
         if hook is not None and not inspect.iscoroutinefunction(hook):
             problems.append(f"{where}: lifecycle hook {hook_name} must be an async function")
+    problems += _check_user_links(integration, where)
     for service in integration.services:
         if not inspect.iscoroutinefunction(service.run):
             problems.append(f"{where}: service {service.name} must be an async function")
@@ -109,6 +110,26 @@ def check(integration: Integration) -> list[str]:
             problems.append(f"{where}: schedule {schedule.name} must be an async function")
     if integration.migrations is not None and not integration.migrations.is_dir():
         problems.append(f"{where}: migrations folder {integration.migrations} does not exist")
+    return problems
+
+
+def _check_user_links(integration: Integration, where: str) -> list[str]:
+    links = integration.user_links
+    problems = []
+    if links.config is not None:
+        if not (isinstance(links.config, type) and issubclass(links.config, BaseModel)):
+            problems.append(f"{where}: user_links.config must be a pydantic model class")
+        else:
+            try:
+                links.config.model_validate({})
+            except Exception as exc:
+                problems.append(f"{where}: user_links.config needs a default for every field: {exc}")
+    elif links.on_config_change is not None:
+        problems.append(f"{where}: user_links.on_config_change needs user_links.config")
+    for hook_name in ("on_config_change", "on_unlink"):
+        hook = getattr(links, hook_name)
+        if hook is not None and not inspect.iscoroutinefunction(hook):
+            problems.append(f"{where}: user_links.{hook_name} must be an async function")
     return problems
 
 
