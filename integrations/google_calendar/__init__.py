@@ -55,7 +55,7 @@ integration = Integration(
     oauth=GoogleOAuthFlow(
         CalendarSettings,
         SCOPES,
-        link_config=CalendarLinkConfig().model_dump(by_alias=True),
+        # no link_config: a user's own settings (syncEvents) survive connecting again; absent means the default
         after_link=channels.after_link,
     ),
     user_links=UserLinks(

@@ -8,7 +8,8 @@ the hook, running in the change's unit of work, only publishes one
 the worker's retries, and decides when it runs (under the task's lease, like `sync_task`) from the
 link's settings and the task's state as they are then, so quick toggles end as the last one says.
 
-Unlinking stops the link's push channels and revokes its grant at Google.
+Unlinking removes the user's task events from their calendar (nothing left behind that no one
+could remove later), stops the link's push channels and revokes its grant at Google.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ FOLLOWED_TASKS = """
     ORDER BY task_id"""
 MAPPED_TASKS = "SELECT task_id FROM google_calendar_task_events WHERE team_id = $1 AND link_id = $2 ORDER BY task_id"
 TASK_STATE = "SELECT task FROM google_calendar_tasks WHERE team_id = $1 AND task_id = $2 AND deleted_at IS NULL"
+LINK_EVENTS = """
+    SELECT task_id, calendar_id, event_id FROM google_calendar_task_events
+    WHERE team_id = $1 AND link_id = $2 ORDER BY task_id"""
 MAPPED_EVENT = """
     SELECT calendar_id, event_id FROM google_calendar_task_events
     WHERE team_id = $1 AND task_id = $2 AND link_id = $3"""
@@ -116,8 +120,12 @@ async def on_sync_task_for_link(ctx: Context) -> None:
 
 
 async def on_unlink(ctx: Context, link: Link) -> bool:
-    """Stop the link's push channels (best effort: they expire), then revoke its grant at Google."""
+    """Remove the user's task events, stop the link's push channels (best effort: they expire),
+    then revoke its grant at Google. A failure refuses the unlink (unless forced): nothing is lost."""
     if link.active:
+        for event in await ctx.db.fetch(LINK_EVENTS, link.id):
+            await delete_event(ctx, link.id, event["calendar_id"], event["event_id"])
+            ctx.db.write(DELETE_MAPPING, event["task_id"], link.id)
         channels = await ctx.db.fetch(
             "SELECT id, resource_id FROM google_calendar_channels WHERE team_id = $1 AND link_id = $2", link.id
         )

@@ -77,6 +77,9 @@ async def test_an_unlinked_sender_links_in_the_team_of_whoever_confirms_then_rea
         ALICE,
         "user-alice",
     )
+    again = await confirm_link(ingress, env, token, "user-alice-1", team_id=TEAM)  # the same token, another team
+    assert again.status_code == 409 and "already used" in again.json()["error"], again.text
+    assert await link_count(runtime) == 1
     linked = await eventually(lambda: twilio.messages[1:])  # "your account is linked", from the shared number
     assert linked[0]["From"] == f"whatsapp:{SHARED}" and linked[0]["To"] == f"whatsapp:{ALICE}"
 

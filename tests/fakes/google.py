@@ -155,6 +155,7 @@ class FakeGoogleState:
     refresh_requests: int = 0
     revocations: list[str] = field(default_factory=list)  # accounts whose grant was revoked
     refresh_delay: float = 0.0
+    code_delay: float = 0.0  # the code exchange answers this late
     rotate_refresh_tokens: bool = False
     token_lifetime: int = 3600
     history_page_size: int = 500
@@ -246,6 +247,8 @@ def build_app(state: FakeGoogleState) -> Starlette:
             return JSONResponse({"error": "invalid_client", "error_description": "The client was not found."}, 401)
         grant_type = form.get("grant_type")
         if grant_type == "authorization_code":
+            if state.code_delay:
+                await asyncio.sleep(state.code_delay)
             found = state.codes.pop(str(form.get("code")), None)
             if found is None:
                 return JSONResponse({"error": "invalid_grant", "error_description": "Bad Request"}, 400)

@@ -13,8 +13,8 @@ import orjson
 
 from tests.conftest import TEAM, Results, eventually
 from tests.fakes.google import FakeGoogleState
-from tests.google.conftest import ANN, USER, install_type, link_user, mail, push_request, watched
-from tests.google.test_calendar import channel_ready
+from tests.google.conftest import ANN, USER, command, install_type, link_user, mail, push_request, watched
+from tests.google.test_calendar import TASK, channel_ready, sync_payload, synced
 from worker.platform.install import InstallRequest, install
 from worker.runtime.runtime import Runtime
 from worker.runtime.worker import Worker
@@ -222,6 +222,9 @@ async def test_unlinking_revokes_the_grant_at_google_stops_push_and_removes_the_
     calendar = await install_type(runtime, "google-calendar")
     ann, _, refresh = await link_user(runtime, google, calendar)
     await channel_ready(runtime, google, ann, calendar)
+    sent = await command(runtime, "google-calendar", "sync_task", sync_payload("2026-12-01T09:00:00Z"))
+    await eventually(lambda: synced(runtime, sent))
+    assert google.calendar(ANN).events[TASK.hex]["status"] == "confirmed"
     await worker.wait_idle()
     path = f"/integrations/{calendar.id}/links/{ann}"
 
@@ -232,6 +235,8 @@ async def test_unlinking_revokes_the_grant_at_google_stops_push_and_removes_the_
     assert answer.json() == {"link_id": ann, "integration_id": calendar.id, "unlinked": True, "revoked": True}
     assert google.revocations == [ANN] and refresh in google.revoked  # the refresh token is dead too
     assert google.calendar(ANN).channels == {}  # the push channel was stopped first
+    assert google.calendar(ANN).events[TASK.hex]["status"] == "cancelled"  # no task event left behind
+    assert await runtime.pool.fetchval("SELECT count(*) FROM google_calendar_task_events") == 0
     assert await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link") == 0
     assert await runtime.pool.fetchval("SELECT count(*) FROM google_calendar_channels") == 0
     [event] = await results.wait_for("integration.user_unlinked")

@@ -109,3 +109,24 @@ async def test_the_cli_reads_and_changes_links_and_logs(
     assert unlinked.returncode == 0, unlinked.stderr
     assert printed(unlinked.stdout)["revoked"] is True and google.revocations == [ANN]
     assert await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link") == 0
+
+
+async def test_a_link_command_on_an_integration_whose_config_cannot_be_read_is_refused_at_once(
+    runtime: Runtime, google: FakeGoogleState, worker: Worker, replies: Replies
+) -> None:
+    calendar = await install_type(runtime, "google-calendar")
+    ann, _, _ = await link_user(runtime, google, calendar)
+    await runtime.pool.execute(
+        """UPDATE integrations SET config = '{"retired_field": 1}'::jsonb, updated_at = now() WHERE id = $1""",
+        calendar.id,
+    )
+
+    answer = await ask(
+        runtime,
+        replies,
+        "update_link",
+        {"integration_id": calendar.id, "link_id": ann, "config": {"syncEvents": False}},
+    )
+
+    assert answer["status"] == "refused" and "install it again" in answer["error"]  # not retried for minutes
+    assert await runtime.pool.fetchval("SELECT config FROM integration_user_link WHERE id = $1", ann) == {}

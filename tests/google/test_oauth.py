@@ -4,6 +4,7 @@ the integration installed if the team had none, and the mailbox watched right aw
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -176,6 +177,27 @@ async def test_a_state_is_good_once_even_with_another_code(
     assert again.status_code == 400 and "already completed" in again.json()["error"]
     links = await runtime.pool.fetch("SELECT external_user_id FROM integration_user_link")
     assert [r["external_user_id"] for r in links] == [ANN]
+
+
+async def test_a_second_callback_during_the_exchange_is_answered_at_once_and_the_first_completes(
+    runtime: Runtime,
+    env: dict[str, str],
+    google: FakeGoogleState,
+    ingress: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+) -> None:
+    query = await start(ingress, browser, env)
+    params = {"code": consent(google, query), "state": query["state"]}
+    google.code_delay = 1.0  # Google is slow to answer the code exchange
+    first = asyncio.create_task(browser.get("/oauth/gmail/callback", params=params))
+    await eventually(lambda: runtime.pool.fetchval("SELECT used_at IS NOT NULL FROM oauth_flows"))
+
+    second = await browser.get("/oauth/gmail/callback", params=params)
+
+    assert not first.done()  # answered while the first still waits for Google: no lock held meanwhile
+    assert second.status_code == 400 and "already completed" in second.json()["error"]
+    assert (await first).status_code == 303 and "status=connected" in (await first).headers["location"]
+    assert await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link") == 1
 
 
 async def test_the_callback_must_come_to_the_browser_that_started(

@@ -13,6 +13,7 @@ from tests.conftest import TEAM, eventually
 from tests.fakes.google import FakeGoogleState
 from tests.google.conftest import ANN, USER, command, install_type, link_user, parked
 from tests.google.test_calendar import TASK, sync_payload, synced
+from tests.google.test_oauth import consent, start
 from tests.helpers import publish
 from worker.platform.install import InstallRequest, install
 from worker.runtime.runtime import Runtime
@@ -146,3 +147,23 @@ async def test_a_task_deleted_in_a_team_without_the_calendar_is_nothing_to_do(
     await eventually(lambda: synced(runtime, deleted.id))
     assert await parked(runtime) == []
     assert await runtime.pool.fetchval("SELECT count(*) FROM google_calendar_tasks") == 0
+
+
+async def test_connecting_again_keeps_a_users_sync_events_setting(
+    runtime: Runtime,
+    env: dict[str, str],
+    google: FakeGoogleState,
+    ingress: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+) -> None:
+    calendar = await install_type(runtime, "google-calendar")
+    link_id, _, _ = await link_user(runtime, google, calendar, config={"syncEvents": False})
+    query = await start(ingress, browser, env, "google-calendar")
+
+    callback = await browser.get(
+        "/oauth/google-calendar/callback", params={"code": consent(google, query), "state": query["state"]}
+    )
+
+    assert callback.status_code == 303 and "status=connected" in callback.headers["location"]
+    row = await runtime.pool.fetchrow("SELECT id, config FROM integration_user_link")
+    assert row["id"] == link_id and row["config"]["syncEvents"] is False  # not switched back on

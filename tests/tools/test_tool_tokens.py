@@ -9,11 +9,13 @@ from typing import Any
 import httpx
 
 from tests.conftest import TEAM
+from tests.fakes.github import FakeGitHubState
 from tests.helpers import cli
 from tests.tools.conftest import OTHER_TEAM
 from worker.cli.serve import create_app
 from worker.core import signing
 from worker.runtime.runtime import Runtime
+from worker.runtime.worker import Worker
 
 
 async def issued(admin: httpx.AsyncClient, **request: Any) -> str:
@@ -58,6 +60,42 @@ async def test_a_user_token_acts_for_that_user_alone(
 
     assert as_ann.status_code == 200
     assert as_bob.status_code == 403 and "another user" in as_bob.json()["error"]
+
+
+async def test_a_users_calls_and_answers_are_that_users_own(
+    runtime: Runtime, worker: Worker, admin: httpx.AsyncClient, github: FakeGitHubState, github_integration: Any
+) -> None:
+    app = create_app(runtime)
+    comment = {"repository": "acme/app", "issue_number": 7, "body": "Deployed."}
+    request = {"arguments": comment, "idempotency_key": "run-1"}
+
+    async def client(token: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x", headers=bearer(token))
+
+    async with (
+        await client(await issued(admin, team_id=TEAM, user_id="user-ann")) as ann,
+        await client(await issued(admin, team_id=TEAM, user_id="user-bob")) as bob,
+        await client(await issued(admin, team_id=TEAM)) as team,
+    ):
+        by_ann = await ann.post("/tools/github_comment/call", json=request)
+        by_bob = await bob.post("/tools/github_comment/call", json=request)  # the same key: his own call
+        ann_call = by_ann.json()["call_id"]
+        bob_reads_ann = await bob.get(f"/tools/calls/{ann_call}")
+        ann_reads_ann = await ann.get(f"/tools/calls/{ann_call}")
+        team_reads_ann = await team.get(f"/tools/calls/{ann_call}")
+
+    assert by_ann.status_code == by_bob.status_code == 200, (by_ann.text, by_bob.text)
+    assert by_bob.json()["call_id"] != ann_call
+    assert by_bob.json()["output"]["id"] != by_ann.json()["output"]["id"]
+    assert github.comment_attempts == 2  # Bob never got Ann's stored answer
+    assert bob_reads_ann.status_code == 404
+    assert ann_reads_ann.status_code == 200 and ann_reads_ann.json()["output"] == by_ann.json()["output"]
+    assert team_reads_ann.status_code == 200
+
+
+async def test_a_token_lives_at_least_a_second(admin: httpx.AsyncClient) -> None:
+    response = await admin.post("/tool-tokens", json={"team_id": TEAM, "ttl_seconds": 0.5})
+    assert response.status_code == 400 and "ttl_seconds" in response.json()["fields"]
 
 
 async def test_tokens_forged_expired_or_of_another_purpose_are_refused(

@@ -10,30 +10,15 @@ from typing import Any
 import orjson
 import structlog
 
-from worker.core.redact import redact
+from worker.core.redact import redact, redact_value
 from worker.core.settings import Settings
 
-_SENSITIVE_KEYS = ("token", "secret", "password", "authorization", "private_key", "api_key", "cookie")
 # Fields the runtime fills with identifiers and enums, never free text: not scanned (hot path).
 _PLAIN_KEYS = frozenset(
     {"event_id", "type", "name", "team_id", "integration_id", "outcome", "component", "level", "timestamp",
      "duration_ms", "handler_ms", "events", "attempt", "retry_in", "event"}
 )  # fmt: skip
-
-
-def _redacted(key: str, value: Any) -> Any:
-    if value is None:
-        return None
-    lowered = key.lower()
-    if any(marker in lowered for marker in _SENSITIVE_KEYS):
-        return "[redacted]"
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {k: _redacted(str(k), v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_redacted(key, v) for v in value]
-    return value
+_redacted = redact_value
 
 
 def _redact_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:

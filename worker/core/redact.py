@@ -8,7 +8,8 @@ knows (settings secrets, registered at start).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 MASK = "[redacted]"
 
@@ -59,3 +60,23 @@ def redact(text: str) -> str:
     for pattern in _PATTERNS:
         text = pattern.sub(_mask, text)
     return text
+
+
+SENSITIVE_KEYS = ("token", "secret", "password", "authorization", "private_key", "api_key", "cookie")
+
+
+def redact_value(key: str, value: Any) -> Any:
+    """`value` with secrets masked, through dicts and lists: a field whose name says it holds a
+    secret is masked whole, text is scanned (`redact`), the rest is kept."""
+    if value is None:
+        return None
+    lowered = key.lower()
+    if any(marker in lowered for marker in SENSITIVE_KEYS):
+        return MASK
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(key, v) for v in value]
+    return value

@@ -4,12 +4,12 @@ browsers and AI agents call. `integration-worker run` serves it beside the ingre
 
 /integrations...          the install lifecycle and catalog (admin_api.py; IW_ADMIN_TOKEN)
 /integrations/{id}/logs, /links...   log rows, users' links (link_api.py; IW_ADMIN_TOKEN)
-GET  /oauth/{type}/start, /callback        OAuth connect flows (oauth.py)
+GET  /oauth/{type}/start, /authorize, /callback   OAuth connect flows (oauth.py)
 POST /links               confirm an account-link token (admin_api.py; IW_ADMIN_TOKEN)
 GET  /attachments/{token} a file that came with a message (attachments.py)
 /tools...                 agent tools over HTTP (tools_api.py; IW_SERVICE_TOKEN or a tool token)
 POST /tool-tokens         a tool token for one team (and user) (tool_tokens.py; IW_ADMIN_TOKEN)
-/mcp                      agent tools as an MCP server (mcp_server.py; IW_SERVICE_TOKEN)
+/mcp                      agent tools as an MCP server (mcp_server.py; IW_SERVICE_TOKEN or a tool token)
 GET  /healthz             the process is up
 """
 

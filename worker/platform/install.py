@@ -42,11 +42,14 @@ T = TypeVar("T")
 class InstallError(Exception):
     """Why an install, update or uninstall was refused: an HTTP status, a message, field errors."""
 
-    def __init__(self, status: int, message: str, fields: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, fields: dict[str, list[str]] | None = None, *, again: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.fields = fields or {}
+        self.again = again  # the same request later may succeed (a lock held, the database away)
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message}
@@ -193,7 +196,7 @@ async def install(
                         sealed,
                     )
                 except asyncpg.UniqueViolationError:
-                    raise InstallError(409, "installed concurrently; try again") from None
+                    raise InstallError(409, "installed concurrently; try again", again=True) from None
             else:
                 row = await conn.fetchrow(
                     f"""UPDATE integrations SET config = $2, status = 'active', updated_at = now()
@@ -319,7 +322,9 @@ async def _retrying(work: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
             with attempt:
                 return await work()
     except _CONFLICTS:
-        raise InstallError(503, "the database kept aborting the change (lock conflicts); try again") from None
+        raise InstallError(
+            503, "the database kept aborting the change (lock conflicts); try again", again=True
+        ) from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -36,8 +36,6 @@ from worker.sdk.errors import ActionRefused, TransientError
 
 T = TypeVar("T")
 
-_TRANSIENT_STATUSES = (409, 502, 503)
-
 
 class ListLogsCommand(LogQuery):
     integration_id: str
@@ -73,7 +71,7 @@ async def _guarded(work: Awaitable[T]) -> T:
     try:
         return await work
     except InstallError as exc:
-        if exc.status in _TRANSIENT_STATUSES:
+        if exc.again:  # busy or the database away: retried; the rest (a config that cannot be read) refused
             raise TransientError(exc.message) from None
         raise ActionRefused(exc.message, exc.fields or None) from None
 

@@ -92,7 +92,9 @@ async def confirm(ctx: Context, request: LinkUserInput) -> LinkUserOutput:
             raise LinkRefused(409, "this account is already linked to another user")
         return output
     token_hash = hashlib.sha256(request.token.encode()).hexdigest()
-    if await ctx.db.fetchval("SELECT 1 FROM used_link_tokens WHERE team_id = $1 AND token_hash = $2", token_hash):
+    # used in any team: a shared account's token names no team, and confirming it links it once
+    used = "SELECT 1 FROM used_link_tokens WHERE token_hash = $2 AND $1::text IS NOT NULL"
+    if await ctx.db.fetchval(used, token_hash):
         raise LinkRefused(409, "this link token was already used: ask for a new one by writing to the bot")
     ctx.db.write(
         """INSERT INTO used_link_tokens (team_id, token_hash, user_id, expires_at)

@@ -3,11 +3,11 @@
 start      a row: who connects, where to return, a PKCE verifier (encrypted), an expiry
 claim      the first browser that follows the flow's link claims it; a random secret in a
            cookie binds that browser (the row keeps the secret's SHA-256)
-consume    the callback locks the row, checks it is claimed by this browser, unused and
-           unexpired, runs the completion (code exchange, tokens stored) while holding the
-           lock, and marks it used in the same transaction: a second callback waits for the
-           first and then finds it used; a completion that fails leaves it unused (the user
-           may try again from the same browser until it expires)
+consume    the callback takes the flow in one conditional UPDATE (claimed by this browser,
+           unused, unexpired: then marked used), runs the completion (code exchange, tokens
+           stored) holding no connection, and gives the flow back (unused) when the completion
+           fails, so the user may try again from the same browser until it expires; a second
+           callback meanwhile finds it used
 """
 
 from __future__ import annotations
@@ -92,23 +92,38 @@ async def claim(pool: asyncpg.Pool, box: SecretBox, type_: str, flow_id: str, br
 async def consume(
     pool: asyncpg.Pool, box: SecretBox, type_: str, flow_id: str, browser: str | None
 ) -> AsyncIterator[Flow]:
-    """The flow, locked, for the completion; marked used when the block ends without error."""
-    async with pool.acquire() as conn, conn.transaction():
-        record = await conn.fetchrow(
-            """SELECT *, expires_at <= now() AS expired FROM oauth_flows
-               WHERE id = $1 AND type = $2 FOR UPDATE""",
-            flow_id,
-            type_,
-        )
-        if record is None or record["expired"]:
-            raise FlowRefused("this sign-in has expired: start again")
-        if record["used_at"] is not None:
-            raise FlowRefused("this sign-in was already completed")
-        if (
-            record["browser"] is None
-            or browser is None
-            or not secrets.compare_digest(record["browser"], browser_hash(browser))
-        ):
-            raise FlowRefused("this sign-in was started in another browser: start again from this one")
+    """The flow, taken for the completion (marked used); given back if the block raises."""
+    record = await pool.fetchrow(
+        """UPDATE oauth_flows SET used_at = now()
+           WHERE id = $1 AND type = $2 AND used_at IS NULL AND expires_at > now() AND browser = $3
+           RETURNING *""",
+        flow_id,
+        type_,
+        browser_hash(browser) if browser is not None else None,
+    )
+    if record is None:
+        raise FlowRefused(await _why_refused(pool, type_, flow_id, browser))
+    try:
         yield _flow(record, box)
-        await conn.execute("UPDATE oauth_flows SET used_at = now() WHERE id = $1", flow_id)
+    except BaseException:
+        await pool.execute("UPDATE oauth_flows SET used_at = NULL WHERE id = $1", flow_id)
+        raise
+
+
+async def _why_refused(pool: asyncpg.Pool, type_: str, flow_id: str, browser: str | None) -> str:
+    record = await pool.fetchrow(
+        "SELECT browser, used_at, expires_at <= now() AS expired FROM oauth_flows WHERE id = $1 AND type = $2",
+        flow_id,
+        type_,
+    )
+    if record is None or record["expired"]:
+        return "this sign-in has expired: start again"
+    if record["used_at"] is not None:
+        return "this sign-in was already completed"
+    if (
+        record["browser"] is None
+        or browser is None
+        or not secrets.compare_digest(record["browser"], browser_hash(browser))
+    ):
+        return "this sign-in was started in another browser: start again from this one"
+    return "this sign-in cannot be completed: start again"

@@ -33,7 +33,7 @@ class ToolTokenRequest(BaseModel):
 
     team_id: str = Field(min_length=1, max_length=256, description="The only team the token acts for.")
     user_id: str | None = Field(default=None, min_length=1, max_length=256, description="The only user, if any.")
-    ttl_seconds: float = Field(default=86400.0, gt=0, description="How long the token works.")
+    ttl_seconds: float = Field(default=86400.0, ge=1, description="How long the token works, in seconds (at least 1).")
 
 
 class ToolToken(BaseModel):

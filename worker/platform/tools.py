@@ -217,8 +217,14 @@ class CallOutcome:
         return body
 
 
-def call_id(team_id: str, name: str, idempotency_key: str) -> str:
-    return "tool:" + derived_id("tool-call", team_id, name, idempotency_key)
+def call_id(team_id: str, user_id: str | None, name: str, idempotency_key: str) -> str:
+    """A call's id: the same key of two users (or of a user and the team) is two calls."""
+    parts = (
+        ("tool-call", team_id, name, idempotency_key)
+        if user_id is None
+        else ("tool-call", team_id, name, idempotency_key, "user", user_id)
+    )
+    return "tool:" + derived_id(*parts)
 
 
 async def prepare(
@@ -263,7 +269,7 @@ async def prepare(
     except ValidationError as exc:
         raise ToolCallError(422, "invalid input", field_errors(exc)) from None
     return PreparedCall(
-        call_id=call_id(team_id, name, idempotency_key or uuid.uuid4().hex),
+        call_id=call_id(team_id, user_id, name, idempotency_key or uuid.uuid4().hex),
         tool=tool,
         team_id=team_id,
         user_id=user_id,
@@ -278,7 +284,7 @@ async def execute(
     """Answer from the stored result when this call id ran before; else publish the command and
     wait for the worker's answer (`pending` after `wait_seconds`)."""
     kept = await action_results.get(runtime.pool, call.call_id)
-    if kept is not None and kept.team_id == call.team_id:
+    if kept is not None and kept.belongs_to(call.team_id, call.user_id):
         if kept.other_input(call.arguments):
             raise ToolCallError(409, "this idempotency key was used for a call with other input")
         if kept.status != "failed":
@@ -310,9 +316,12 @@ async def execute(
     return CallOutcome(call.call_id, reply.status, reply)
 
 
-async def stored_outcome(runtime: Runtime, call_id_: str, team_id: str) -> CallOutcome | None:
+async def stored_outcome(
+    runtime: Runtime, call_id_: str, team_id: str, user_id: str | None = None
+) -> CallOutcome | None:
+    """A call's stored answer, for its team (and its user, when `user_id` is given)."""
     stored = await action_results.get(runtime.pool, call_id_)
-    if stored is None or stored.team_id != team_id:
+    if stored is None or not stored.belongs_to(team_id, user_id):
         return None
     return CallOutcome(call_id_, stored.status, stored.reply)
 
@@ -354,8 +363,8 @@ class ToolGateway:
             source=source,
         )
 
-    async def result(self, call_id_: str, team_id: str) -> CallOutcome | None:
-        return await stored_outcome(self.runtime, call_id_, team_id)
+    async def result(self, call_id_: str, team_id: str, user_id: str | None = None) -> CallOutcome | None:
+        return await stored_outcome(self.runtime, call_id_, team_id, user_id)
 
     async def close(self) -> None:
         await self.replies.close()

@@ -70,8 +70,9 @@ def tool_routes(gateway: ToolGateway) -> list[BaseRoute]:
         return answer(outcome)
 
     async def result(request: Request, who: ToolCaller) -> Response:
-        team_id, _ = who.scope(request.query_params.get("team_id"), None)
-        outcome = await gateway.result(request.path_params["call_id"], team_id)
+        # a user's token reads that user's calls only; a team's, any call of the team
+        team_id, user_id = who.scope(request.query_params.get("team_id"), request.query_params.get("user_id"))
+        outcome = await gateway.result(request.path_params["call_id"], team_id, user_id)
         if outcome is None:
             return error(404, "no answer for this call (yet)")
         return answer(outcome)

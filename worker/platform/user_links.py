@@ -31,7 +31,7 @@ from schemas.events import UserUnlinked
 from schemas.rows import LogLevel
 from worker.core.ids import derived_id
 from worker.core.logging import get_logger
-from worker.core.redact import redact
+from worker.core.redact import redact, redact_value
 from worker.platform.install import InstallError, owned_row, readable
 from worker.runtime import admin_store, store
 from worker.runtime.runtime import Runtime
@@ -154,7 +154,7 @@ async def read_logs(runtime: Runtime, integration_id: str, team_id: str, query: 
             message=redact(r.message),
             event_id=r.event_id,
             user_link_id=r.integration_user_link_id,
-            details=r.details,
+            details=redact_value("details", r.details),
             duration_ms=r.duration_ms,
             created_at=r.created_at,
         )
@@ -236,7 +236,9 @@ async def _commit(runtime: Runtime, staged: Staged) -> None:
     try:
         await runtime.commit(staged)
     except (asyncpg.PostgresError, OSError) as exc:
-        raise InstallError(503, f"the change could not be saved ({type(exc).__name__}); try again") from None
+        raise InstallError(
+            503, f"the change could not be saved ({type(exc).__name__}); try again", again=True
+        ) from None
 
 
 async def change_link_config(
@@ -286,7 +288,7 @@ async def change_link_config(
                 user_link_id=link.id,
             )
     except TransientError as exc:
-        raise InstallError(409, f"{exc}; try again") from None
+        raise InstallError(409, f"{exc}; try again", again=True) from None
     except IntegrationError as exc:
         raise InstallError(502, f"applying the settings failed: {redact(str(exc))}") from None
     if staged is None:
@@ -358,7 +360,7 @@ async def unlink(
                 details={"link_id": link.id, "user_id": link.user_id, "revoked": revoked, "source": source},
             )
     except TransientError as exc:
-        raise InstallError(409, f"{exc}; try again") from None
+        raise InstallError(409, f"{exc}; try again", again=True) from None
     if staged is None:
         await _commit(runtime, unit)
     log.info("user unlinked", integration_id=record.id, link_id=link_id, revoked=revoked, source=source)

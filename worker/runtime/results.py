@@ -19,15 +19,15 @@ from typing import Any
 import orjson
 
 from schemas.envelope import Envelope
-from schemas.tools import ReplyStatus, ToolReply
+from schemas.tools import USER_HEADER, ReplyStatus, ToolReply
 from worker.core.ids import derived_id
 from worker.runtime.db import Queryable
 from worker.sdk.registry import Registry
 from worker.sdk.unit import OutboxItem, Staged, Write
 
 _UPSERT = """
-    INSERT INTO action_results (id, team_id, integration_id, type, action, status, body, input_hash)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    INSERT INTO action_results (id, team_id, integration_id, type, action, status, body, input_hash, user_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, body = EXCLUDED.body,
         integration_id = EXCLUDED.integration_id, input_hash = EXCLUDED.input_hash, updated_at = now()"""
 _FAILED = _UPSERT + " WHERE action_results.status = 'failed'"
@@ -49,6 +49,11 @@ class StoredResult:
     reply: ToolReply
     created_at: datetime
     input_hash: str | None = None
+    user_id: str | None = None
+
+    def belongs_to(self, team_id: str, user_id: str | None) -> bool:
+        """Made by this team (and, when a user asks, by this user)."""
+        return self.team_id == team_id and (user_id is None or self.user_id == user_id)
 
     def other_input(self, payload: dict[str, Any]) -> bool:
         return self.input_hash is not None and self.input_hash != input_hash(payload)
@@ -71,6 +76,7 @@ def upsert(envelope: Envelope, team_id: str | None, integration_id: str | None, 
             reply.status,
             reply_body(reply),
             input_hash(envelope.payload),
+            envelope.headers.get(USER_HEADER),
         ),
     )
 
@@ -89,6 +95,7 @@ def failed(envelope: Envelope, reason: str) -> Write:
             reply.status,
             reply_body(reply),
             input_hash(envelope.payload),
+            envelope.headers.get(USER_HEADER),
         ),
     )
 
@@ -109,7 +116,7 @@ def reply_item(
 
 async def get(conn: Queryable, call_id: str) -> StoredResult | None:
     record = await conn.fetchrow(
-        """SELECT id, team_id, integration_id, type, action, status, body, created_at, input_hash
+        """SELECT id, team_id, integration_id, type, action, status, body, created_at, input_hash, user_id
            FROM action_results WHERE id = $1""",
         call_id,
     )
@@ -125,6 +132,7 @@ async def get(conn: Queryable, call_id: str) -> StoredResult | None:
         reply=ToolReply.model_validate(record["body"]),
         created_at=record["created_at"],
         input_hash=record["input_hash"],
+        user_id=record["user_id"],
     )
 
 
