@@ -33,11 +33,15 @@ from integrations.google_calendar.tasks import (
 from integrations.google_common.revoke import revoke
 from worker.sdk import Context, Link
 
-FOLLOWED_TASKS = """
+# Those with an event in the user's calendar and those they follow, either way: a `sync_task` that
+# read the link before the change may still add or remove an event after this read, and the
+# task's `sync_task_for_link`, which runs under the same task lease after it, sets it right.
+TASKS_CONCERNED = """
+    SELECT task_id FROM google_calendar_task_events WHERE team_id = $1 AND link_id = $2
+    UNION
     SELECT task_id FROM google_calendar_tasks
-    WHERE team_id = $1 AND subscribers @> ARRAY[$2]::text[] AND has_due_date AND deleted_at IS NULL
+    WHERE team_id = $1 AND subscribers @> ARRAY[$3]::text[] AND has_due_date AND deleted_at IS NULL
     ORDER BY task_id"""
-MAPPED_TASKS = "SELECT task_id FROM google_calendar_task_events WHERE team_id = $1 AND link_id = $2 ORDER BY task_id"
 TASK_STATE = "SELECT task FROM google_calendar_tasks WHERE team_id = $1 AND task_id = $2 AND deleted_at IS NULL"
 LINK_EVENTS = """
     SELECT task_id, calendar_id, event_id FROM google_calendar_task_events
@@ -62,14 +66,11 @@ def _settings(value: BaseModel) -> CalendarLinkConfig:
 
 async def on_config_change(ctx: Context, link: Link, before: BaseModel, after: BaseModel) -> None:
     """`syncEvents` changed: one `sync_task_for_link` per task concerned (those with an event in
-    the user's calendar when it goes off; those they follow, due, when it comes on)."""
+    the user's calendar, and those they follow with a due date)."""
     on = _settings(after).sync_events
     if _settings(before).sync_events == on:
         return
-    if on:
-        rows = await ctx.db.fetch(FOLLOWED_TASKS, link.user_id)
-    else:
-        rows = await ctx.db.fetch(MAPPED_TASKS, link.id)
+    rows = await ctx.db.fetch(TASKS_CONCERNED, link.id, link.user_id)
     for row in rows:
         ctx.publish(
             "command",
