@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from integrations.registry import REGISTRY
 from tests.fakes.github import FakeGitHubState, build_app
 from tests.fakes.server import BackgroundServer
+from tests.support.probe import PROBE_REGISTRY
 from worker.cli.serve import create_app, http_server
 from worker.core.settings import Settings
 from worker.platform import attach
@@ -175,6 +176,19 @@ async def teardown(rt: Runtime) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{rt.settings.database_schema}" CASCADE')
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def probe_runtime(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[Runtime]:
+    """A runtime of the probe integration (tests/support/probe.py), installed for the test
+    module's `TEAM`."""
+    rt = attach(Runtime(settings, PROBE_REGISTRY))
+    await rt.start()
+    await install(rt, InstallRequest("probe", getattr(request.module, "TEAM", "team-probe"), {}))
+    try:
+        yield rt
+    finally:
+        await teardown(rt)
 
 
 @pytest.fixture

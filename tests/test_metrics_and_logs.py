@@ -13,32 +13,17 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Results, eventually, pull_request_payload, signed_github, teardown
+from tests.conftest import Results, eventually, pull_request_payload, signed_github
 from tests.helpers import publish, spawn_worker
-from tests.support.probe import GATE, PROBE_REGISTRY
-from worker.core.settings import Settings
-from worker.platform import attach
-from worker.platform.install import InstallRequest, install
+from tests.support.probe import GATE
 from worker.runtime.runtime import Runtime
 from worker.runtime.worker import Worker
 
 TEAM = "team-observed"
 PROBE = "tests.support.probe:PROBE_REGISTRY"
-
-
-@pytest.fixture
-async def probe_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = attach(Runtime(settings, PROBE_REGISTRY))
-    await rt.start()
-    await install(rt, InstallRequest("probe", TEAM, {}))
-    try:
-        yield rt
-    finally:
-        await teardown(rt)
 
 
 @contextlib.asynccontextmanager

@@ -5,32 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
-from tests.conftest import eventually, teardown
+from tests.conftest import eventually
 from tests.helpers import publish
-from tests.support.probe import PROBE_REGISTRY
-from worker.core.settings import Settings
-from worker.platform import attach
-from worker.platform.install import InstallRequest, install
 from worker.runtime.runtime import Runtime
 from worker.runtime.worker import Worker
 
 TEAM = "team-resilience"
-
-
-@pytest.fixture
-async def probe_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = attach(Runtime(settings, PROBE_REGISTRY))
-    await rt.start()
-    await install(rt, InstallRequest("probe", TEAM, {}))
-    try:
-        yield rt
-    finally:
-        await teardown(rt)
 
 
 async def _load(runtime: Runtime, count: int, sleep: float) -> None:

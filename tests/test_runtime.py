@@ -13,14 +13,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from schemas.envelope import Envelope
-from tests.conftest import Results, eventually, queue_consumers, queue_depth, teardown
+from tests.conftest import Results, eventually, queue_consumers, queue_depth
 from tests.helpers import cli, publish
 from tests.support.probe import GATE, PROBE_REGISTRY, ProbeWritten
 from worker.cli import dead
 from worker.core.logging import get_logger
 from worker.core.settings import Settings
-from worker.platform import attach
-from worker.platform.install import InstallRequest, install
 from worker.runtime import migrations, store
 from worker.runtime.runtime import Runtime
 from worker.runtime.schedules import ScheduleRunner
@@ -28,17 +26,6 @@ from worker.runtime.worker import Worker
 from worker.sdk.unit import Staged
 
 TEAM = "team-probe"
-
-
-@pytest.fixture
-async def probe_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = attach(Runtime(settings, PROBE_REGISTRY))
-    await rt.start()
-    await install(rt, InstallRequest("probe", TEAM, {}))
-    try:
-        yield rt
-    finally:
-        await teardown(rt)
 
 
 @pytest.fixture
