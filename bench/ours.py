@@ -95,7 +95,8 @@ async def prepared(settings: Settings) -> Runtime:
         " ON CONFLICT DO NOTHING",
         TEAM,
         str(INSTALLATION),
-        {"installationId": INSTALLATION},
+        # no pull request comments: the peers' job is the webhook's row, and no GitHub answers here
+        {"installationId": INSTALLATION, "taskComments": False},
     )
     return runtime
 

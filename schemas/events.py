@@ -115,6 +115,17 @@ class TaskIntake(EventData):
 TaskStatusTarget = Literal["done", "review", "in_progress"]
 
 
+class PullRequestPerson(BaseModel):
+    """Someone on a pull request (its author, an assignee, a requested reviewer) and, when they
+    linked their account at the source, their platform user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    login: str = Field(description="Their login at the source (GitHub).")
+    external_user_id: str = Field(description="Their id at the source (GitHub's numeric user id, as text).")
+    user_id: str | None = Field(default=None, description="The platform user, when they linked their account.")
+
+
 class TaskStatusChange(EventData):
     """A pull request's "magic words" (`fixes ABC-12`) ask to move a task."""
 
@@ -132,6 +143,9 @@ class TaskStatusChange(EventData):
     )
     repository: str
     merged: bool
+    author: PullRequestPerson | None = Field(default=None, description="Who opened the pull request.")
+    assignees: list[PullRequestPerson] = Field(default_factory=list)
+    reviewers: list[PullRequestPerson] = Field(default_factory=list, description="The reviewers requested.")
 
 
 # --- conversations (Slack, Mattermost, WhatsApp, task comments) -----------------------------------------

@@ -23,7 +23,14 @@ def test_integrations_lists_the_registry(env: dict[str, str]) -> None:
     github = by_type["github"]
     assert github["name"] == "GitHub" and github["webhook"] == "/webhooks/github"
     assert github["config_schema"]["required"] == ["installationId"]
-    assert [a["command"] for a in github["actions"]] == ["github.command.comment"]
+    assert [a["command"] for a in github["actions"]] == [
+        "github.command.comment",
+        "github.command.list_repositories",
+        "github.command.list_branches",
+        "github.command.list_pull_requests",
+        "github.command.pull_request_status",
+        "github.command.connect_repository",
+    ]
     assert "github.webhook.pull_request" in github["handles"]
 
 

@@ -8,6 +8,7 @@ minted once even when many handlers ask at the same time.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,8 @@ from worker.sdk import Context, Failure, PermanentError, ProviderError, call, cl
 
 API_VERSION = "2022-11-28"
 TOKEN_MARGIN_SECONDS = 300
+PER_PAGE = 100  # GitHub's largest page
+_NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
 
 
 def classify(response: httpx.Response) -> Failure | None:
@@ -106,3 +109,45 @@ async def app_api(ctx: Context, method: str, path: str, **kwargs: Any) -> httpx.
         classify=classify,
         **kwargs,
     )
+
+
+def next_page(response: httpx.Response, api_url: str) -> str | None:
+    """The path (with its query) of the next page named by the `Link` header, if any. A link to
+    another host is not followed: the installation token goes only to the API."""
+    match = _NEXT_LINK.search(response.headers.get("link", ""))
+    if match is None:
+        return None
+    url = match.group(1)
+    base = api_url.rstrip("/")
+    if not url.startswith(base + "/"):
+        raise PermanentError("GitHub's Link header points outside its API; not following it")
+    return url[len(base) :]
+
+
+async def paginate(
+    ctx: Context,
+    installation_id: int,
+    path: str,
+    *,
+    params: dict[str, Any] | None = None,
+    key: str | None = None,
+    limit: int | None = None,
+) -> list[Any]:
+    """Every item of a listing as the installation, `PER_PAGE` a page, following the `Link`
+    header's `next` (GitHub's pagination). `key`: the field holding the items when the page is an
+    object (`repositories` of /installation/repositories). `limit`: stop after that many."""
+    settings = ctx.settings_as(GithubSettings)
+    items: list[Any] = []
+    next_path: str | None = path
+    query: dict[str, Any] | None = {**(params or {}), "per_page": PER_PAGE}
+    while next_path is not None:
+        response = await api(ctx, installation_id, "GET", next_path, params=query)
+        body = response.json()
+        page = body.get(key, []) if key is not None and isinstance(body, dict) else body
+        if not isinstance(page, list):
+            raise PermanentError(f"GitHub answered {path} with something other than a list")
+        items.extend(page)
+        if limit is not None and len(items) >= limit:
+            return items[:limit]
+        next_path, query = next_page(response, settings.api_url), None  # the link carries the query
+    return items

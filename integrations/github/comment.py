@@ -1,4 +1,8 @@
-"""Action `comment`: comment on an issue or pull request, as the App's installation.
+"""Action `comment`: comment on an issue or pull request, as the App's installation, or as the
+calling user (envelope header `x-user-id`, a tool call's user) when they linked their GitHub
+account: then the comment is theirs, posted with their own token. Where GitHub refuses the
+user's token (no access to the repository: 403/404) or the link needs reconnecting, the App
+comments instead.
 
 The comment carries an invisible marker with the command's id; a retried command
 first looks for its marker, so a comment posted just before a crash is not posted twice.
@@ -7,12 +11,15 @@ first looks for its marker, so a comment posted just before a crash is not poste
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from integrations.github.client import api
+from integrations.github.client import api, paginate
 from integrations.github.config import GithubConfig
-from worker.sdk import Context
+from integrations.github.users import user_api
+from schemas.tools import USER_HEADER
+from worker.sdk import Context, Link, LinkNeedsReconnect, ProviderError, redact
 
 
 class CommentInput(BaseModel):
@@ -24,25 +31,71 @@ class CommentInput(BaseModel):
 
 
 class CommentOutput(BaseModel):
-    id: int
-    url: str
+    id: int = Field(description="GitHub's id of the comment.")
+    url: str = Field(description="The comment's page on GitHub.")
+    posted_as: Literal["app", "user"] = Field(
+        default="app", description="`user`: with the calling user's own GitHub account (they linked it)."
+    )
+
+
+MARKER_PREFIX = "<!-- integration-worker:"
 
 
 def marker(command_id: str) -> str:
-    return f"<!-- integration-worker:{command_id} -->"
+    return f"{MARKER_PREFIX}{command_id} -->"
+
+
+async def post_once(
+    ctx: Context, installation_id: int, repository: str, number: int, body: str, *, link_id: str | None = None
+) -> CommentOutput:
+    """Comment as the installation (or as the user of `link_id`) with this message's marker; a
+    repeat of the message (a retry, a redelivery) first looks for the marker, so a comment posted
+    just before a failure or a crash is not posted twice."""
+    path = f"/repos/{repository}/issues/{number}/comments"
+    tag = marker(ctx.envelope.id)
+    if ctx.is_repeat:  # a previous run may have posted it before failing or crashing
+        since = (ctx.envelope.created_at - timedelta(minutes=1)).isoformat()
+        for comment in await paginate(ctx, installation_id, path, params={"since": since}):
+            if tag in (comment.get("body") or ""):
+                return CommentOutput(id=comment["id"], url=comment["html_url"])
+    payload = {"body": f"{body}\n\n{tag}"}
+    if link_id is not None:
+        response = await user_api(ctx, link_id, "POST", path, json=payload)
+    else:
+        response = await api(ctx, installation_id, "POST", path, json=payload)
+    posted = response.json()
+    return CommentOutput(id=posted["id"], url=posted["html_url"], posted_as="user" if link_id else "app")
+
+
+async def calling_user_link(ctx: Context) -> Link | None:
+    """The active link of the user the action is called for, if they linked their GitHub account."""
+    user_id = ctx.envelope.headers.get(USER_HEADER)
+    if not user_id:
+        return None
+    links = await ctx.links.all(user_ids=[user_id])
+    return links[0] if links else None
 
 
 async def run(ctx: Context, request: CommentInput) -> CommentOutput:
     installation_id = ctx.config_as(GithubConfig).installation_id
-    path = f"/repos/{request.repository}/issues/{request.issue_number}/comments"
-    tag = marker(ctx.envelope.id)
-    if ctx.is_repeat:  # a previous run may have posted it before failing or crashing
-        since = (ctx.envelope.created_at - timedelta(minutes=1)).isoformat()
-        existing = await api(ctx, installation_id, "GET", path, params={"since": since, "per_page": 100})
-        for comment in existing.json():
-            if tag in (comment.get("body") or ""):
-                return CommentOutput(id=comment["id"], url=comment["html_url"])
-    response = await api(ctx, installation_id, "POST", path, json={"body": f"{request.body}\n\n{tag}"})
-    body = response.json()
+    link = await calling_user_link(ctx)
+    if link is not None:
+        try:
+            output = await post_once(
+                ctx, installation_id, request.repository, request.issue_number, request.body, link_id=link.id
+            )
+        except (ProviderError, LinkNeedsReconnect) as exc:
+            if isinstance(exc, ProviderError) and exc.status not in (403, 404):
+                raise
+            ctx.log.info("the user's GitHub token cannot comment there: commenting as the App", reason=redact(str(exc)))
+        else:
+            ctx.user_link = link  # the action's log row names the link
+            ctx.record(
+                "info",
+                "comment_posted",
+                f"commented on {request.repository}#{request.issue_number} as {link.external_user_name}",
+            )
+            return output
+    output = await post_once(ctx, installation_id, request.repository, request.issue_number, request.body)
     ctx.record("info", "comment_posted", f"commented on {request.repository}#{request.issue_number}")
-    return CommentOutput(id=body["id"], url=body["html_url"])
+    return output

@@ -88,11 +88,18 @@ class IssuesEvent(_Loose):
     repository: Repository
 
 
+class App(_Loose):
+    id: int | None = None
+    slug: str | None = None
+    client_id: str | None = None
+
+
 class Comment(_Loose):
     id: int
     body: str | None = None
     html_url: str
     user: User | None = None
+    performed_via_github_app: App | None = None  # set when an App wrote it (even with a user's token)
 
 
 class IssueCommentEvent(_Loose):
@@ -100,3 +107,4 @@ class IssueCommentEvent(_Loose):
     issue: Issue
     comment: Comment
     repository: Repository
+    sender: User | None = None

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.github import magic_words
+from integrations.github import magic_words, pr_comments
 from integrations.github.payloads import PullRequest, PullRequestEvent, User
-from schemas.events import TaskStatusChange
+from integrations.github.users import platform_users
+from schemas.events import PullRequestPerson, TaskStatusChange
 from worker.sdk import Context
 
 UPSERT = """
@@ -42,8 +43,12 @@ def review_status(pr: PullRequest) -> str:
     return "pending"
 
 
-def _people(users: list[User], user_ids: dict[str, str]) -> list[dict[str, Any]]:
-    return [{"name": u.login, "avatarUrl": u.avatar_url, "userId": user_ids.get(u.login)} for u in users]
+def _people(users: list[User], user_ids: dict[int, str]) -> list[dict[str, Any]]:
+    return [{"name": u.login, "avatarUrl": u.avatar_url, "userId": user_ids.get(u.id)} for u in users]
+
+
+def _persons(users: list[User], user_ids: dict[int, str]) -> list[PullRequestPerson]:
+    return [PullRequestPerson(login=u.login, external_user_id=str(u.id), user_id=user_ids.get(u.id)) for u in users]
 
 
 async def handle(ctx: Context) -> None:
@@ -56,19 +61,14 @@ async def handle(ctx: Context) -> None:
     if previous is not None and previous["updated_at"] > pr.updated_at:
         ctx.log.info("older pull_request event ignored", number=pr.number, action=event.action)
         return
-    logins = sorted({u.login for u in (*pr.assignees, *pr.requested_reviewers)})
-    user_ids: dict[str, str] = {}
-    if logins:
-        user_ids = {
-            link.external_user_name: link.user_id
-            for link in await ctx.links.named(logins)
-            if link.external_user_name is not None
-        }
     status = review_status(pr)
     merged = pr.merged or pr.merged_at is not None
     actions = magic_words.extract(
         pr.title, pr.body, merged=merged, review_status=status, has_reviewers=bool(pr.requested_reviewers)
     )
+    # GitHub user id -> platform user, through the people's links (integrations/github/users.py);
+    # the author only when a task moves (no query for a pull request without people or tasks)
+    user_ids = await platform_users(ctx, (*pr.assignees, *pr.requested_reviewers, *((pr.user,) if actions else ())))
     ctx.db.write(
         UPSERT,
         ctx.integration.id,
@@ -102,6 +102,10 @@ async def handle(ctx: Context) -> None:
                 pull_request_updated_at=pr.updated_at,
                 repository=event.repository.full_name,
                 merged=merged,
+                author=_persons([pr.user], user_ids)[0] if pr.user else None,
+                assignees=_persons(pr.assignees, user_ids),
+                reviewers=_persons(pr.requested_reviewers, user_ids),
             ),
             once=f"pr:{ctx.integration.id}:{pr.id}:{action.key}",
         )
+    pr_comments.stage(ctx, event, actions)  # the task's link on the pull request, once per task

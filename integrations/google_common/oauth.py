@@ -10,7 +10,7 @@ signed state (team, user, integration); `GoogleOAuthFlow.complete` stores the li
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -128,8 +128,17 @@ class GoogleOAuthFlow:
         return f"{settings.auth_url}?{urlencode(query)}"
 
     async def complete(
-        self, ctx: Context, *, code: str, redirect_uri: str, start: OAuthStart, code_verifier: str
+        self,
+        ctx: Context,
+        *,
+        code: str | None,
+        redirect_uri: str,
+        start: OAuthStart,
+        code_verifier: str,
+        query: Mapping[str, str],
     ) -> str | None:
+        if not code:
+            raise InstallRejected("Google returned no authorization code")
         if not start.user_id:
             raise InstallRejected("a Google account is linked to a platform user: start the flow with user_id")
         settings = ctx.settings_as(self.settings_model)

@@ -10,6 +10,7 @@ routes its events), and, with token rotation on, the refresh token and expiry.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -46,8 +47,17 @@ class SlackOAuth:
         return f"{settings.authorize_url}?{query}"
 
     async def complete(
-        self, ctx: Context, *, code: str, redirect_uri: str, start: OAuthStart, code_verifier: str
+        self,
+        ctx: Context,
+        *,
+        code: str | None,
+        redirect_uri: str,
+        start: OAuthStart,
+        code_verifier: str,
+        query: Mapping[str, str],
     ) -> str | None:
+        if not code:
+            raise InstallRejected("Slack returned no authorization code")
         settings = ctx.settings_as(SlackSettings)
         client_id, client_secret = _credentials(settings)
         try:

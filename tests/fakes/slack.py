@@ -54,6 +54,7 @@ class FakeSlackState:
             self.bot_tokens.clear()
             self.refresh_tokens.clear()
             self.rotate = False
+            self.expected_challenge = None
             self.users.clear()
             self.files.clear()
             self.calls.clear()

@@ -38,6 +38,7 @@ class FakeTwilioState:
             self.media.clear()
             self.media_auth.clear()
             self.storage_auth.clear()
+            self.media_redirect = None
 
     def bodies(self) -> list[str]:
         with self.lock:

@@ -28,6 +28,14 @@ from worker.runtime.runtime import Runtime
 from worker.sdk import Registry
 
 OTHER_TEAM = "team-2"
+GITHUB_TOOLS = [  # as listed: by name
+    "github_comment",
+    "github_connect_repository",
+    "github_list_branches",
+    "github_list_pull_requests",
+    "github_list_repositories",
+    "github_pull_request_status",
+]
 BOT_TOKEN = "7000001:AAE-test-token-for-the-fake-telegram-0001"
 OTHER_BOT_TOKEN = "7000002:AAE-test-token-for-the-fake-telegram-0002"
 CHAT = 42

@@ -11,6 +11,7 @@ from typing import Any
 
 from tests.conftest import TEAM
 from tests.fakes.github import FakeGitHubState
+from tests.tools.conftest import GITHUB_TOOLS
 from worker.runtime.runtime import Runtime
 from worker.runtime.worker import Worker
 
@@ -54,7 +55,7 @@ async def test_call_runs_an_action_through_a_worker_and_prints_its_answer(
     invalid = await cli_async(env, "call", "github", "comment", "--team", TEAM, "--input", '{"repository": "acme/app"}')
 
     assert listed.returncode == 0, listed.stderr
-    assert [t["function"]["name"] for t in json.loads(listed.stdout)] == ["github_comment"]
+    assert [t["function"]["name"] for t in json.loads(listed.stdout)] == GITHUB_TOOLS
     assert called.returncode == 0, called.stderr
     answer = json.loads(called.stdout)
     assert answer["status"] == "succeeded" and answer["output"]["id"] == github.comments[0]["id"]

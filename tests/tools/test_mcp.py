@@ -14,7 +14,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tests.conftest import TEAM
 from tests.fakes.github import FakeGitHubState
-from tests.tools.conftest import OTHER_TEAM
+from tests.tools.conftest import GITHUB_TOOLS, OTHER_TEAM
 from worker.runtime.runtime import Runtime
 from worker.runtime.worker import Worker
 
@@ -38,13 +38,14 @@ async def test_an_mcp_client_lists_the_teams_tools_and_calls_one_that_reaches_gi
         result = await client.call_tool("github_comment", COMMENT, meta={"idempotency_key": "mcp-1"})
         again = await client.call_tool("github_comment", COMMENT, meta={"idempotency_key": "mcp-1"})
 
-    [tool] = listed.tools
+    assert [t.name for t in listed.tools] == GITHUB_TOOLS
+    tool = listed.tools[0]
     assert tool.name == "github_comment"
     assert set(tool.input_schema["properties"]) == {"repository", "issue_number", "body"}
-    assert tool.output_schema is not None and set(tool.output_schema["properties"]) == {"id", "url"}
+    assert tool.output_schema is not None and set(tool.output_schema["properties"]) == {"id", "url", "posted_as"}
     assert result.is_error is False
     [posted] = github.comments
-    assert result.structured_content == {"id": posted["id"], "url": posted["html_url"]}
+    assert result.structured_content == {"id": posted["id"], "url": posted["html_url"], "posted_as": "app"}
     assert json.loads(result.content[0].text) == result.structured_content  # type: ignore[union-attr]
     assert again.structured_content == result.structured_content
     assert github.comment_attempts == 1

@@ -11,7 +11,7 @@ import httpx
 from schemas.envelope import Envelope
 from tests.conftest import INSTALLATION_ID, TEAM, eventually, queue_depth
 from tests.fakes.github import FakeGitHubState
-from tests.tools.conftest import OTHER_TEAM, BrokerCaller
+from tests.tools.conftest import GITHUB_TOOLS, OTHER_TEAM, BrokerCaller
 from worker.cli.serve import create_app
 from worker.platform.install import InstallRequest, install
 from worker.runtime.runtime import Runtime
@@ -32,7 +32,7 @@ async def test_a_tool_is_listed_for_a_team_that_installed_its_integration_and_ab
 
     assert mine.status_code == 200
     tools = {t["function"]["name"]: t for t in mine.json()["tools"]}
-    assert list(tools) == ["github_comment"]
+    assert list(tools) == GITHUB_TOOLS
     comment = tools["github_comment"]
     assert comment["type"] == "function"
     assert comment["function"]["description"].startswith("GitHub: Comment on a GitHub issue")
@@ -43,9 +43,9 @@ async def test_a_tool_is_listed_for_a_team_that_installed_its_integration_and_ab
     assert theirs.json() == {"tools": []}
 
     mcp = (await service.get("/tools", params={"team_id": TEAM, "format": "mcp"})).json()["tools"]
-    assert [t["name"] for t in mcp] == ["github_comment"]
+    assert [t["name"] for t in mcp] == GITHUB_TOOLS
     assert mcp[0]["inputSchema"] == parameters
-    assert set(mcp[0]["outputSchema"]["properties"]) == {"id", "url"}
+    assert set(mcp[0]["outputSchema"]["properties"]) == {"id", "url", "posted_as"}
 
 
 async def test_the_tool_api_needs_the_service_token(runtime: Runtime, github_integration: Any) -> None:
@@ -69,7 +69,7 @@ async def test_a_call_over_http_reaches_github_and_answers_the_typed_output(
     assert posted["repository"] == "acme/app" and posted["number"] == 7
     assert posted["body"].startswith("Deployed to staging.")
     assert posted["installation_id"] == INSTALLATION_ID
-    assert answer["output"] == {"id": posted["id"], "url": posted["html_url"]}
+    assert answer["output"] == {"id": posted["id"], "url": posted["html_url"], "posted_as": "app"}
 
     later = await service.get(f"/tools/calls/{answer['call_id']}", params={"team_id": TEAM})
     assert later.status_code == 200 and later.json()["output"] == answer["output"]
@@ -261,7 +261,8 @@ async def test_a_team_with_two_installations_says_which_one(
     github.installations[5151] = [{"id": 9100, "full_name": "acme/other", "private": False}]
     second, _ = await install(runtime, InstallRequest("github", TEAM, {"installationId": 5151}, source="test"))
 
-    [tool] = (await service.get("/tools", params={"team_id": TEAM})).json()["tools"]
+    tools = (await service.get("/tools", params={"team_id": TEAM})).json()["tools"]
+    tool = next(t for t in tools if t["function"]["name"] == "github_comment")
     choice = tool["function"]["parameters"]["properties"]["integration_id"]
     assert choice["enum"] == [github_integration.id, second.id]
     assert "integration_id" in tool["function"]["parameters"]["required"]
@@ -306,6 +307,6 @@ async def test_an_agent_on_the_broker_lists_the_teams_tools(
     as_mcp = await broker_caller.call(listing("list-2", TEAM, format="mcp"))
     theirs = await broker_caller.call(listing("list-3", OTHER_TEAM))
 
-    assert [t["function"]["name"] for t in mine["output"]["tools"]] == ["github_comment"]
-    assert [t["name"] for t in as_mcp["output"]["tools"]] == ["github_comment"]
+    assert [t["function"]["name"] for t in mine["output"]["tools"]] == GITHUB_TOOLS
+    assert [t["name"] for t in as_mcp["output"]["tools"]] == GITHUB_TOOLS
     assert theirs == {"ok": True, "status": "succeeded", "output": {"tools": []}}

@@ -11,7 +11,7 @@ import httpx
 from tests.conftest import TEAM
 from tests.fakes.github import FakeGitHubState
 from tests.helpers import cli
-from tests.tools.conftest import OTHER_TEAM
+from tests.tools.conftest import GITHUB_TOOLS, OTHER_TEAM
 from worker.cli.serve import create_app
 from worker.core import signing
 from worker.runtime.runtime import Runtime
@@ -43,7 +43,7 @@ async def test_a_team_token_lists_and_calls_for_its_team_only(
         call = await agent.post("/tools/github_comment/call", json={"team_id": OTHER_TEAM, "arguments": {}})
         result = await agent.get("/tools/calls/some-call", params={"team_id": OTHER_TEAM})
 
-    assert mine.status_code == 200 and [t["function"]["name"] for t in mine.json()["tools"]] == ["github_comment"]
+    assert mine.status_code == 200 and [t["function"]["name"] for t in mine.json()["tools"]] == GITHUB_TOOLS
     assert other.status_code == 403 and "another team" in other.json()["error"]
     assert call.status_code == 403 and result.status_code == 403
 
@@ -131,7 +131,7 @@ async def test_with_the_service_token_off_tool_tokens_still_work_over_mcp(
 
     assert old.status_code == 401
     assert listed.status_code == 200, listed.text
-    assert [t["name"] for t in listed.json()["result"]["tools"]] == ["github_comment"]
+    assert [t["name"] for t in listed.json()["result"]["tools"]] == GITHUB_TOOLS
     assert foreign.status_code == 403
 
 

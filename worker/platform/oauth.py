@@ -1,7 +1,8 @@
 """OAuth connect flow, generic over integrations that declare an `OAuthFlow`.
 
-    GET /oauth/{type}/start?team_id=&user_id=&integration_id=&return_to=
-        (Authorization: Bearer IW_ADMIN_TOKEN; the platform's backend calls it)
+    GET /oauth/{type}/start?team_id=&user_id=&integration_id=&return_to=&install=
+        (Authorization: Bearer IW_ADMIN_TOKEN; the platform's backend calls it; `install=true`
+        asks for an install where a `user_id` would otherwise mean a user link: GitHub)
         -> {"authorize_url": ...}: send the user's browser there (a link to this service)
     GET /oauth/{type}/authorize?flow=
         the browser: claims the flow (first browser only), gets a cookie that binds it, and is
@@ -9,8 +10,12 @@
     GET /oauth/{type}/callback?code=&state=
         the provider sends the browser back; the flow must be this browser's (the cookie), not
         used and not expired; the integration's flow exchanges the code (with the PKCE
-        verifier) and stores the tokens (encrypted), and the flow is used up in the same
-        transaction; the browser is redirected to `return_to` with ?status=connected|error.
+        verifier) and stores the tokens (encrypted); the flow is used up first and given back
+        if that fails; the browser is redirected to `return_to` with ?status=connected|error.
+        The flow gets the callback's whole query too (a GitHub App's setup redirect brings
+        `installation_id` and `setup_action`, and no code). Without any `state` the callback
+        is no flow of ours (a provider's own redirect): nothing is done, the browser goes to
+        IW_PLATFORM_URL.
 
 The flow link and the provider's `state` are signed with IW_SIGNING_KEY, bound to the type and
 to one flow row (worker/platform/oauth_flows.py), and expire after 10 minutes; `return_to` must
@@ -20,7 +25,7 @@ live under IW_PLATFORM_URL (no open redirect).
 from __future__ import annotations
 
 import secrets
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -62,6 +67,12 @@ def redirect_uri(runtime: Runtime, type_: str) -> str:
     return f"{runtime.settings.public_url.rstrip('/')}/oauth/{type_}/callback"
 
 
+def _cookie_path(runtime: Runtime, type_: str) -> str:
+    """Where the browser sends the flow's cookie back: the callback's path as the browser sees it
+    (IW_PUBLIC_URL may serve this app under a prefix, behind a proxy)."""
+    return f"{urlsplit(runtime.settings.public_url).path.rstrip('/')}/oauth/{type_}/"
+
+
 def _allowed_return(runtime: Runtime, return_to: str | None) -> bool:
     if not return_to:
         return True
@@ -90,11 +101,15 @@ def oauth_routes(runtime: Runtime) -> list[BaseRoute]:
         return_to = request.query_params.get("return_to")
         if not _allowed_return(runtime, return_to):
             return error(400, "return_to must be under the platform URL (IW_PLATFORM_URL)")
+        install = request.query_params.get("install", "false").lower()
+        if install not in ("true", "false", "1", "0"):
+            return error(400, "install must be true or false")
         who = OAuthStart(
             team_id=team_id,
             user_id=request.query_params.get("user_id"),
             integration_id=request.query_params.get("integration_id"),
             return_to=return_to,
+            install=install in ("true", "1"),
         )
         flow_id = await oauth_flows.create(runtime.pool, runtime.secrets, type_, who, STATE_TTL_SECONDS)
         link = signing.sign(_signing_key(), _link_purpose(type_), {"fid": flow_id}, STATE_TTL_SECONDS)
@@ -133,7 +148,7 @@ def oauth_routes(runtime: Runtime) -> list[BaseRoute]:
             _cookie(flow.id),
             browser,
             max_age=STATE_TTL_SECONDS,
-            path=f"/oauth/{type_}/",
+            path=_cookie_path(runtime, type_),
             secure=runtime.settings.public_url.startswith("https://"),
             httponly=True,
             samesite="lax",  # sent on the provider's top-level redirect back, not on cross-site requests
@@ -145,8 +160,15 @@ def oauth_routes(runtime: Runtime) -> list[BaseRoute]:
         integration = runtime.registry.get(type_)
         if integration is None or integration.oauth is None:
             return error(404, f"{type_!r} has no OAuth flow")
+        state = request.query_params.get("state")
+        if not state:
+            # No flow of ours: the provider's own redirect (GitHub sends the browser to an App's
+            # setup URL after a user changed an installation's repositories on github.com). Nothing
+            # to do here (the provider's webhooks carry the change): back to the platform.
+            log.info("oauth callback without a state: sent to the platform", type=type_)
+            return RedirectResponse(_with_query(runtime.settings.platform_url, type=type_), status_code=303)
         try:
-            flow_id = _flow_id(_signing_key(), _purpose(type_), request.query_params.get("state", ""))
+            flow_id = _flow_id(_signing_key(), _purpose(type_), state)
         except signing.InvalidSignedToken as exc:
             return error(400, f"invalid OAuth state: {exc}")
         browser = request.cookies.get(_cookie(flow_id))
@@ -154,16 +176,16 @@ def oauth_routes(runtime: Runtime) -> list[BaseRoute]:
             async with oauth_flows.consume(runtime.pool, runtime.secrets, type_, flow_id, browser) as flow:
                 who = flow.start
                 provider_error = request.query_params.get("error")
-                code = request.query_params.get("code")
-                if provider_error or not code:
-                    raise _Failed(who, provider_error or "no code returned")
+                if provider_error:
+                    raise _Failed(who, provider_error)
                 try:
                     integration_id = await integration.oauth.complete(
                         runtime.receiver_context(type_),
-                        code=code,
+                        code=request.query_params.get("code") or None,
                         redirect_uri=redirect_uri(runtime, type_),
                         start=who,
                         code_verifier=flow.code_verifier,
+                        query=dict(request.query_params),
                     )
                 except InstallRejected as exc:
                     log.warning("oauth refused", type=type_, team_id=who.team_id, reason=redact(str(exc)))
@@ -181,7 +203,7 @@ def oauth_routes(runtime: Runtime) -> list[BaseRoute]:
             integration_id=integration_id,
         )
         response = _finish(who, status="connected", integration_id=integration_id or "", type=type_)
-        response.delete_cookie(_cookie(flow_id), path=f"/oauth/{type_}/")
+        response.delete_cookie(_cookie(flow_id), path=_cookie_path(runtime, type_))
         return response
 
     def _signing_key() -> str:

@@ -1,6 +1,7 @@
 """OAuth flows as rows (`oauth_flows`), so a state is good once, in one browser.
 
-start      a row: who connects, where to return, a PKCE verifier (encrypted), an expiry
+start      a row: who connects (and whether to install), where to return, a PKCE verifier
+           (encrypted), an expiry
 claim      the first browser that follows the flow's link claims it; a random secret in a
            cookie binds that browser (the row keeps the secret's SHA-256)
 consume    the callback takes the flow in one conditional UPDATE (claimed by this browser,
@@ -52,6 +53,7 @@ def _flow(record: asyncpg.Record, box: SecretBox) -> Flow:
         user_id=record["user_id"],
         integration_id=record["integration_id"],
         return_to=record["return_to"],
+        install=record["install"],
     )
     return Flow(record["id"], start, box.decrypt(record["code_verifier"]))
 
@@ -59,14 +61,16 @@ def _flow(record: asyncpg.Record, box: SecretBox) -> Flow:
 async def create(pool: asyncpg.Pool, box: SecretBox, type_: str, start: OAuthStart, ttl: float) -> str:
     flow_id = secrets.token_urlsafe(24)
     await pool.execute(
-        """INSERT INTO oauth_flows (id, type, team_id, user_id, integration_id, return_to, code_verifier, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))""",
+        """INSERT INTO oauth_flows
+               (id, type, team_id, user_id, integration_id, return_to, install, code_verifier, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9))""",
         flow_id,
         type_,
         start.team_id,
         start.user_id,
         start.integration_id,
         start.return_to,
+        start.install,
         box.encrypt(secrets.token_urlsafe(48)),  # 64 characters: within PKCE's 43..128
         ttl,
     )

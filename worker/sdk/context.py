@@ -250,11 +250,16 @@ class Context:
         integration_id: str | None = None,
         team_id: str | None = None,
         headers: dict[str, str] | None = None,
+        once: str | None = None,
     ) -> Envelope:
         """Stage a message for the incoming exchange (a command for later work, one per unit so each
         gets its own retries), published after the unit commits, so it goes out exactly when this
         unit's writes do. `id` is its deduplication key. Integration and team default to this
-        context's (another integration's team is looked up by the worker)."""
+        context's (another integration's team is looked up by the worker).
+
+        once: a key, as for `emit`: the message is published only if no message or event with this
+        key ever was (the inbox forgets ids after IW_INBOX_RETENTION_DAYS; once keys are kept).
+        """
         staged = self._unit()
         integration = integration_id if integration_id is not None else self.integration_id
         team = team_id if team_id is not None else (self.team_id if integration == self.integration_id else None)
@@ -269,8 +274,17 @@ class Context:
             headers=headers or {},
             payload=payload,
         )
+        key = f"{self.type}:{once}" if once is not None else None
+        if key is not None and self._backend.emitted_once(key):
+            return envelope  # published long ago: the commit would refuse it anyway
         staged.outbox.append(
-            OutboxItem(envelope.id, self._backend.exchanges.incoming, envelope.routing_key, dumps_envelope(envelope))
+            OutboxItem(
+                envelope.id,
+                self._backend.exchanges.incoming,
+                envelope.routing_key,
+                dumps_envelope(envelope),
+                once_key=key,
+            )
         )
         return envelope
 

@@ -193,12 +193,17 @@ class UserLinks:
 
 @dataclass(frozen=True, slots=True)
 class OAuthStart:
-    """Who is connecting: a team (and a user, and an integration when there is one)."""
+    """Who is connecting: a team (and a user, and an integration when there is one).
+
+    `install` is set when the platform asked for an install (`/start?install=true`): an
+    integration whose install and user link are different flows (GitHub) installs then even
+    with a `user_id` (the installer, linked too); the others may ignore it."""
 
     team_id: str
     user_id: str | None
     integration_id: str | None
     return_to: str | None
+    install: bool = False
 
 
 class OAuthFlow(Protocol):
@@ -213,9 +218,20 @@ class OAuthFlow(Protocol):
     ) -> str: ...
 
     async def complete(
-        self, ctx: Context, *, code: str, redirect_uri: str, start: OAuthStart, code_verifier: str
+        self,
+        ctx: Context,
+        *,
+        code: str | None,
+        redirect_uri: str,
+        start: OAuthStart,
+        code_verifier: str,
+        query: Mapping[str, str],
     ) -> str | None:
-        """Exchange the code and store what it gives; return the integration id when there is one."""
+        """Exchange the code and store what it gives; return the integration id when there is one.
+
+        `code` is the callback's `code` (None when the provider sent none: a flow that needs one
+        raises InstallRejected); `query` is the callback's whole query (a GitHub App's setup
+        redirect carries `installation_id` and `setup_action` instead of a code)."""
         ...
 
 
