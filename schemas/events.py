@@ -143,7 +143,11 @@ class TaskStatusChange(EventData):
     )
     repository: str
     merged: bool
-    author: PullRequestPerson | None = Field(default=None, description="Who opened the pull request.")
+    author: PullRequestPerson | None = Field(
+        default=None,
+        description="Who opened the pull request; its `user_id` only when the author is also an assignee or "
+        "reviewer (no extra lookup per event): else map `external_user_id` through the integration's links.",
+    )
     assignees: list[PullRequestPerson] = Field(default_factory=list)
     reviewers: list[PullRequestPerson] = Field(default_factory=list, description="The reviewers requested.")
 

@@ -34,13 +34,26 @@ async def test_comment_command_reaches_github_with_an_installation_token(
 async def test_a_transient_failure_succeeds_on_a_later_attempt(
     runtime: Runtime, worker: Worker, github: FakeGitHubState, github_integration: object
 ) -> None:
-    github.fail_comments.extend([503, 502, 503])  # more than the in-process retries: the retry queue takes over
+    github.fail_comments.extend([503, 502])  # a comment's POST is not retried inline: the retry queue takes over
     envelope = await publish(runtime, "github", "command", "comment", COMMENT, team_id=TEAM)
 
     await eventually(lambda: _count(github, 1))
-    assert github.comment_attempts == 4
+    assert github.comment_attempts == 3
     assert await eventually(lambda: runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", envelope.id))
     await worker.wait_idle()
+    assert len(github.comments) == 1
+
+
+async def test_a_comment_stored_before_its_answer_was_lost_is_posted_once(
+    runtime: Runtime, worker: Worker, github: FakeGitHubState, github_integration: object
+) -> None:
+    github.fail_after_storing.append(502)  # GitHub stored it, the answer says otherwise
+    envelope = await publish(runtime, "github", "command", "comment", COMMENT, team_id=TEAM)
+
+    assert await eventually(lambda: runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", envelope.id))
+    await worker.wait_idle()
+    assert github.comment_attempts == 1  # not sent again inline; the message's retry found its marker
+    assert github.comment_listings >= 1
     assert len(github.comments) == 1
 
 
@@ -100,6 +113,8 @@ async def test_a_provider_refusal_is_parked_at_once(
     ("payload", "error"),
     [
         ({"repository": "not a repo", "issue_number": 7, "body": "x"}, "repository"),
+        ({"repository": "acme/..", "issue_number": 7, "body": "x"}, "repository"),  # would leave /repos/
+        ({"repository": "./app", "issue_number": 7, "body": "x"}, "repository"),
         ({"repository": "acme/app", "issue_number": 0, "body": "x"}, "issue_number"),
         ({"repository": "acme/app", "issue_number": 7}, "body"),
     ],

@@ -19,6 +19,7 @@ from tests.conftest import INSTALLATION_ID, TEAM, Results, eventually, pull_requ
 from tests.fakes.github import FakeGitHubState
 from tests.fakes.github_accounts import APP_SLUG, CLIENT_ID, CLIENT_SECRET
 from worker.cli.serve import create_app
+from worker.platform.install import InstallRequest, install, owned_row, readable, update
 from worker.platform.user_links import unlink
 from worker.runtime.runtime import Runtime
 from worker.runtime.worker import Worker
@@ -133,10 +134,33 @@ async def test_the_setup_callback_installs_for_the_team_that_started_and_loads_i
     assert [e["grant_type"] for e in accounts.exchanges] == ["authorization_code"]
     assert await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link") == 0
 
-    # the same installation again (installed once more, or its setup revisited): still one row
+    # the same installation again (installed once more, or its setup revisited): still one row,
+    # and the team's other settings as they were
+    await update(runtime, row["id"], TEAM, {"taskComments": False}, source="test")
     again = await browser.get(await at_github(await to_github(browser, await sign_in_link(ingress, env))))
     assert query_of(again.headers["location"])["status"] == "connected"
     assert [r["id"] for r in await github_rows(runtime)] == [row["id"]]
+    config = readable(runtime, await owned_row(runtime, row["id"], TEAM)).config
+    assert config.model_dump(by_alias=True) == {"installationId": INSTALLATION_ID, "taskComments": False}
+
+
+@pytest.mark.parametrize("installation_id", ["\u00b2", "12\u00b3", "0", "-5", "1e3", "12345678901234567890"])
+async def test_a_setup_redirect_with_a_malformed_installation_id_is_an_error_and_installs_nothing(
+    runtime: Runtime,
+    env: dict[str, str],
+    accounts: Any,
+    ingress: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+    installation_id: str,
+) -> None:
+    back = await at_github(await to_github(browser, await sign_in_link(ingress, env)))
+
+    done = await browser.get("/oauth/github/callback", params={**query_of(back), "installation_id": installation_id})
+
+    assert done.status_code == 303 and done.headers["location"].startswith(RETURN_TO + "?")
+    params = query_of(done.headers["location"])
+    assert params["status"] == "error" and "no installation id" in params["reason"]
+    assert await github_rows(runtime) == []
 
 
 async def test_a_forged_expired_reused_or_foreign_state_installs_nothing(
@@ -358,12 +382,14 @@ async def test_a_link_needs_the_team_to_have_installed_the_app(
     assert await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link") == 0
 
 
-async def link_ann(runtime: Runtime, accounts: Any, integration: Any, *, expires_in: float = 28800) -> str:
+async def link_ann(
+    runtime: Runtime, accounts: Any, integration: Any, *, expires_in: float = 28800, team_id: str = TEAM
+) -> str:
     """A finished consent of Ann's: her tokens stored on her link (encrypted)."""
     access, refresh = accounts.grant(ANN_ID, expires_in=max(expires_in, 1))
     link_id: str = await runtime.tokens.save(
         NewLink(
-            team_id=TEAM,
+            team_id=team_id,
             integration_id=integration.id,
             integration_type="github",
             user_id=USER,
@@ -375,7 +401,7 @@ async def link_ann(runtime: Runtime, accounts: Any, integration: Any, *, expires
     return link_id
 
 
-async def comment_as(runtime: Runtime, user_id: str, body: str) -> Envelope:
+async def comment_as(runtime: Runtime, user_id: str, body: str, *, repository: str = "acme/app") -> Envelope:
     envelope = Envelope(
         id=f"test:{uuid.uuid4()}",
         type="github",
@@ -383,7 +409,7 @@ async def comment_as(runtime: Runtime, user_id: str, body: str) -> Envelope:
         name="comment",
         team_id=TEAM,
         headers={"x-user-id": user_id},
-        payload={"repository": "acme/app", "issue_number": 7, "body": body},
+        payload={"repository": repository, "issue_number": 7, "body": body},
     )
     await runtime.publish_envelope(envelope)
     return envelope
@@ -420,6 +446,60 @@ async def test_comment_acts_as_the_linked_user_refreshing_an_expired_token_else_
     assert logged == 1
 
 
+async def posted_as(runtime: Runtime, envelope: Envelope) -> Any:
+    """The `comment` action's answer to this command, once stored."""
+    body = await eventually(
+        lambda: runtime.pool.fetchval(
+            "SELECT body FROM action_results WHERE id = $1 AND status = 'succeeded'", envelope.id
+        )
+    )
+    return body["output"]["posted_as"]
+
+
+async def test_comment_acts_as_the_user_only_on_the_teams_installations_repositories(
+    runtime: Runtime, worker: Worker, accounts: Any, github: FakeGitHubState, github_integration: Any
+) -> None:
+    """Ann's token also reaches another installation of the App (another team's): the action
+    does not comment there as her."""
+    github.installations[4242] = [{"id": 9100, "full_name": "other/secret", "private": True}]
+    accounts.installations_of[ANN_ID] = [INSTALLATION_ID, 4242]
+    await link_ann(runtime, accounts, github_integration)
+
+    envelope = await comment_as(runtime, USER, "Hello there.", repository="other/secret")
+
+    assert await posted_as(runtime, envelope) == "app"
+    [comment] = github.comments
+    assert comment["user"]["type"] == "Bot" and comment["installation_id"] == INSTALLATION_ID
+
+
+async def test_comment_falls_back_to_the_app_where_github_refuses_the_users_token(
+    runtime: Runtime, worker: Worker, accounts: Any, github: FakeGitHubState, github_integration: Any
+) -> None:
+    accounts.installations_of[ANN_ID] = []  # Ann no longer reaches the installation's repositories
+    await link_ann(runtime, accounts, github_integration)
+
+    envelope = await comment_as(runtime, USER, "Looks good to me.")
+
+    assert await posted_as(runtime, envelope) == "app"
+    [comment] = github.comments
+    assert comment["user"]["type"] == "Bot" and comment["installation_id"] == INSTALLATION_ID
+
+
+async def test_a_users_comment_whose_answer_was_lost_is_posted_once_and_answered_as_theirs(
+    runtime: Runtime, worker: Worker, accounts: Any, github: FakeGitHubState, github_integration: Any
+) -> None:
+    await link_ann(runtime, accounts, github_integration)
+    github.fail_after_storing.append(502)  # GitHub stored Ann's comment, the answer says otherwise
+
+    envelope = await comment_as(runtime, USER, "Looks good to me.")
+
+    assert await posted_as(runtime, envelope) == "user"  # the repeat found it: Ann's, not the App's
+    await worker.wait_idle()
+    [comment] = github.comments
+    assert comment["user"]["login"] == ANN
+    assert github.comment_attempts == 1 and github.comment_listings >= 1
+
+
 async def test_pull_request_people_map_to_the_platform_users_who_linked_them(
     runtime: Runtime,
     worker: Worker,
@@ -429,24 +509,38 @@ async def test_pull_request_people_map_to_the_platform_users_who_linked_them(
     results: Results,
 ) -> None:
     await link_ann(runtime, accounts, github_integration)
+    access, refresh = accounts.grant(503)
+    await runtime.tokens.save(  # Carol linked too
+        NewLink(
+            team_id=TEAM,
+            integration_id=github_integration.id,
+            integration_type="github",
+            user_id="user-carol",
+            external_user_id="503",
+            external_user_name="carol-gh",
+            grant=TokenGrant(access, 28800, refresh),
+        )
+    )
     payload = pull_request_payload(title="Fixes ABC-12", body="", reviewers=())
     pr = payload["pull_request"]
-    pr["requested_reviewers"] = [{"login": ANN, "id": ANN_ID}, {"login": "bob-gh", "id": 502}]
-    # a login Ann gave up and someone else took: not Ann
-    pr["assignees"] = [{"login": ANN, "id": 999}]
-    pr["user"] = {"login": ANN, "id": ANN_ID}
+    # Ann renamed her GitHub account since she linked it: still Ann, by her GitHub id
+    pr["requested_reviewers"] = [{"login": "ann-renamed", "id": ANN_ID}, {"login": "bob-gh", "id": 502}]
+    # Carol renamed hers too and someone else took her old login: not Carol
+    pr["assignees"] = [{"login": "carol-gh", "id": 999}]
+    # the author is looked up only as an assignee or reviewer (no query of its own): Carol is neither
+    pr["user"] = {"login": "carol-new", "id": 503}
     body, headers = signed_github("pull_request", payload)
 
     assert (await ingress.post("/webhooks/github", content=body, headers=headers)).status_code == 202
 
     [event] = await results.wait_for("task.status_change")
     data = event["data"]
-    assert data["author"] == {"login": ANN, "external_user_id": str(ANN_ID), "user_id": USER}
+    assert data["author"] == {"login": "carol-new", "external_user_id": "503", "user_id": None}
     assert data["reviewers"] == [
-        {"login": ANN, "external_user_id": str(ANN_ID), "user_id": USER},
+        {"login": "ann-renamed", "external_user_id": str(ANN_ID), "user_id": USER},
         {"login": "bob-gh", "external_user_id": "502", "user_id": None},
     ]
-    assert data["assignees"] == [{"login": ANN, "external_user_id": "999", "user_id": None}]
+    assert data["assignees"] == [{"login": "carol-gh", "external_user_id": "999", "user_id": None}]
     row = await runtime.pool.fetchrow("SELECT reviewers, assignees FROM github_pull_requests")
     assert [r["userId"] for r in row["reviewers"]] == [USER, None]
     assert [a["userId"] for a in row["assignees"]] == [None]
@@ -464,3 +558,25 @@ async def test_unlinking_revokes_the_persons_authorization_at_github(
     assert await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link") == 0
     [event] = await results.wait_for("integration.user_unlinked")
     assert event["data"]["revoked"] is True and event["data"]["external_user_id"] == str(ANN_ID)
+
+
+async def test_unlinking_in_one_team_revokes_only_that_links_token_while_another_team_has_the_account(
+    runtime: Runtime, accounts: Any, github: FakeGitHubState, github_integration: Any, results: Results
+) -> None:
+    github.installations[4243] = [{"id": 9200, "full_name": "beta/site", "private": False}]
+    other_team, _ = await install(runtime, InstallRequest("github", "team-2", {"installationId": 4243}, source="test"))
+    await link_ann(runtime, accounts, other_team, team_id="team-2")
+    [(theirs, _)] = list(accounts.access.items())
+    link_id = await link_ann(runtime, accounts, github_integration, expires_in=60)  # refreshed before revoking
+
+    unlinked = await unlink(runtime, github_integration.id, TEAM, link_id, source="cli")
+
+    assert unlinked.revoked is True
+    assert accounts.revoked == []  # the authorization stays: the other team's link is Ann's too
+    [revoked] = accounts.revoked_tokens
+    assert accounts.user_of(revoked) is None
+    assert [e["grant_type"] for e in accounts.exchanges] == ["refresh_token"]  # this link's pair only
+    assert accounts.user_of(theirs) == ANN_ID  # neither the refresh nor the revocation spent it
+    assert await runtime.pool.fetchval("SELECT count(*) FROM integration_user_link WHERE team_id = 'team-2'") == 1
+    [event] = await results.wait_for("integration.user_unlinked")
+    assert event["data"]["revoked"] is True

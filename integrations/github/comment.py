@@ -1,11 +1,15 @@
 """Action `comment`: comment on an issue or pull request, as the App's installation, or as the
 calling user (envelope header `x-user-id`, a tool call's user) when they linked their GitHub
-account: then the comment is theirs, posted with their own token. Where GitHub refuses the
-user's token (no access to the repository: 403/404) or the link needs reconnecting, the App
-comments instead.
+account and the repository is one of the team's installation's (`github_repositories`): then the
+comment is theirs, posted with their own token. A user token reaches every installation of the
+App the person can access, other teams' included, so it is never used outside this team's. Where
+GitHub refuses the user's token (no access to the repository: 403/404) or the link needs
+reconnecting, the App comments instead.
 
 The comment carries an invisible marker with the command's id; a retried command
-first looks for its marker, so a comment posted just before a crash is not posted twice.
+first looks for its marker, so a comment posted just before a crash is not posted twice. The
+POST itself is sent once (no inline retry): when its answer is lost, the message's retry looks
+for the marker first.
 """
 
 from __future__ import annotations
@@ -13,19 +17,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from integrations.github.client import api, paginate
 from integrations.github.config import GithubConfig
+from integrations.github.tools import _RepositoryInput
 from integrations.github.users import user_api
 from schemas.tools import USER_HEADER
 from worker.sdk import Context, Link, LinkNeedsReconnect, ProviderError, redact
 
 
-class CommentInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="owner/name")
+class CommentInput(_RepositoryInput):
     issue_number: int = Field(gt=0, description="The issue or pull request number.")
     body: str = Field(min_length=1, max_length=60000, description="Markdown.")
 
@@ -57,12 +59,16 @@ async def post_once(
         since = (ctx.envelope.created_at - timedelta(minutes=1)).isoformat()
         for comment in await paginate(ctx, installation_id, path, params={"since": since}):
             if tag in (comment.get("body") or ""):
-                return CommentOutput(id=comment["id"], url=comment["html_url"])
+                author = comment.get("user")
+                by_app = isinstance(author, dict) and author.get("type") == "Bot"
+                return CommentOutput(id=comment["id"], url=comment["html_url"], posted_as="app" if by_app else "user")
     payload = {"body": f"{body}\n\n{tag}"}
+    # sent once: GitHub may have stored a comment whose answer was lost (a 5xx, a dropped
+    # connection), so only the message's retry, which looks for the marker first, sends it again
     if link_id is not None:
-        response = await user_api(ctx, link_id, "POST", path, json=payload)
+        response = await user_api(ctx, link_id, "POST", path, json=payload, attempts=1)
     else:
-        response = await api(ctx, installation_id, "POST", path, json=payload)
+        response = await api(ctx, installation_id, "POST", path, json=payload, attempts=1)
     posted = response.json()
     return CommentOutput(id=posted["id"], url=posted["html_url"], posted_as="user" if link_id else "app")
 
@@ -76,9 +82,21 @@ async def calling_user_link(ctx: Context) -> Link | None:
     return links[0] if links else None
 
 
+async def in_installation(ctx: Context, repository: str) -> bool:
+    """Whether the repository is one of this team's installation's (`github_repositories`)."""
+    assert ctx.integration is not None
+    found = await ctx.db.lookup(
+        "github_repositories", {"integration_id": ctx.integration.id, "full_name": repository}, ["repository_id"]
+    )
+    return found is not None
+
+
 async def run(ctx: Context, request: CommentInput) -> CommentOutput:
     installation_id = ctx.config_as(GithubConfig).installation_id
     link = await calling_user_link(ctx)
+    if link is not None and not await in_installation(ctx, request.repository):
+        ctx.log.info("the repository is not the installation's: commenting as the App", repository=request.repository)
+        link = None
     if link is not None:
         try:
             output = await post_once(
@@ -89,6 +107,9 @@ async def run(ctx: Context, request: CommentInput) -> CommentOutput:
                 raise
             ctx.log.info("the user's GitHub token cannot comment there: commenting as the App", reason=redact(str(exc)))
         else:
+            if output.posted_as == "app":  # a repeat found the App's comment of an earlier run
+                ctx.record("info", "comment_posted", f"commented on {request.repository}#{request.issue_number}")
+                return output
             ctx.user_link = link  # the action's log row names the link
             ctx.record(
                 "info",

@@ -14,9 +14,9 @@ Team install (the flow started without `user_id`, or with `install=true`)
     install path: its check asks GitHub, as the App, whether the installation exists
     (`GET /app/installations/{id}`), its post-install loads the repositories. A verified
     installer is then linked as the flow's `user_id` (when the flow has one). The same
-    installation again reconfigures the team's row (no second one); one another team installed
-    is refused. `setup_action=request` (an organisation member asked its owners to install)
-    installs nothing yet.
+    installation again reconfigures the team's row (no second one), keeping its other settings
+    (`taskComments`); one another team installed is refused. `setup_action=request` (an
+    organisation member asked its owners to install) installs nothing yet.
 
 User link (the flow started with `user_id`, without `install=true`)
     GitHub's user OAuth for Apps with PKCE: the code is exchanged at
@@ -27,7 +27,9 @@ User link (the flow started with `user_id`, without `install=true`)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from integrations.github.config import GithubSettings
@@ -44,6 +46,8 @@ from worker.sdk import (
     TokenGrant,
     redact,
 )
+
+_INSTALLATION_ID = re.compile(r"[1-9][0-9]{0,18}")
 
 
 class GithubOAuth:
@@ -111,7 +115,7 @@ async def _install(
             "the installation waits for an owner of the GitHub account to approve it; connect again once approved"
         )
     installation = query.get("installation_id", "")
-    if not installation.isdigit() or int(installation) <= 0:
+    if _INSTALLATION_ID.fullmatch(installation) is None:  # ASCII digits only ("²".isdigit() is True)
         raise InstallRejected("GitHub sent no installation id: install the App from the platform again")
     installation_id = int(installation)
     settings = ctx.settings_as(GithubSettings)
@@ -127,7 +131,9 @@ async def _install(
         installer = await _installer(
             ctx, settings, installation_id, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
         )
-    record = await ctx.install(team_id=start.team_id, user_id=start.user_id, config={"installationId": installation_id})
+    record = await ctx.install(
+        team_id=start.team_id, user_id=start.user_id, config=await _config(ctx, start.team_id, installation_id)
+    )
     if installer is not None and start.user_id is not None:
         grant, account = installer
         await ctx.bound(record).tokens.save(
@@ -149,6 +155,15 @@ async def _install(
         installer_linked=installer is not None and start.user_id is not None,
     )
     return record.id
+
+
+async def _config(ctx: Context, team_id: str, installation_id: int) -> dict[str, Any]:
+    """The config to install: the team's config of this installation as it is (its other
+    settings, `taskComments`, kept when the flow runs again), with the installation id."""
+    for record in await ctx.integrations.of_team(team_id):
+        if record.external_team_id == str(installation_id):
+            return {**record.config.model_dump(mode="json", by_alias=True), "installationId": installation_id}
+    return {"installationId": installation_id}
 
 
 async def _installer(

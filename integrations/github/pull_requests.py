@@ -66,9 +66,9 @@ async def handle(ctx: Context) -> None:
     actions = magic_words.extract(
         pr.title, pr.body, merged=merged, review_status=status, has_reviewers=bool(pr.requested_reviewers)
     )
-    # GitHub user id -> platform user, through the people's links (integrations/github/users.py);
-    # the author only when a task moves (no query for a pull request without people or tasks)
-    user_ids = await platform_users(ctx, (*pr.assignees, *pr.requested_reviewers, *((pr.user,) if actions else ())))
+    # GitHub user id -> platform user, through the people's links (integrations/github/users.py),
+    # for assignees and reviewers (MIMRAI's mapping); none: no query (most events of the hot path)
+    user_ids = await platform_users(ctx, (*pr.assignees, *pr.requested_reviewers))
     ctx.db.write(
         UPSERT,
         ctx.integration.id,

@@ -7,8 +7,9 @@ runtime saves the new pair in the refresh's transaction). GitHub answers refusal
 and an `error` field; `bad_refresh_token` is final (the link then needs reconnecting).
 
 Calls as a user go through `ctx.tokens` (always a valid token, refreshed by one caller at a
-time across every process; a 401 refreshes once and tries again). Unlinking revokes the person's
-authorization of the App at GitHub (`on_unlink`).
+time across every process; a 401 refreshes once and tries again). Unlinking revokes the
+person's authorization of the App at GitHub, or only the link's token while the same account has
+another team's link (`on_unlink`).
 """
 
 from __future__ import annotations
@@ -126,24 +127,24 @@ async def user_api(ctx: Context, link_id: str, method: str, path: str, **kwargs:
 
 async def platform_users(ctx: Context, people: Iterable[User | None]) -> dict[int, str]:
     """GitHub user id -> platform user id, for the people who linked their GitHub account to this
-    integration. Looked up by login (one query, as MIMRAI mapped reviewers) and kept only when the
-    link is of the same account (GitHub's numeric id): a login given up and taken by someone else
-    maps to nobody, and someone who renamed their account maps again once they link again. A link
-    whose token needs reconnecting still says who the person is."""
-    known = [user for user in people if user is not None]
+    integration: looked up by GitHub's numeric user id (one query), never by login, so someone who
+    renamed their account still maps, and a login given up and taken by someone else maps to
+    nobody. A link whose token needs reconnecting still says who the person is."""
+    known = {user.id for user in people if user is not None}
     if not known:
         return {}
-    by_account = {
-        link.external_user_id: link.user_id for link in await ctx.links.named(sorted({u.login for u in known}))
-    }
-    return {user.id: by_account[str(user.id)] for user in known if str(user.id) in by_account}
+    links = await ctx.links.of_accounts(sorted(str(github_id) for github_id in known))
+    return {int(link.external_user_id): link.user_id for link in links}
 
 
 async def on_unlink(ctx: Context, link: Link) -> bool:
-    """Unlinking: revoke the person's authorization of the App at GitHub
-    (`DELETE /applications/{client_id}/grant`, the client credentials as HTTP Basic, the token in
-    the body): every token of theirs for the App stops working. False when there was nothing left
-    to revoke (the link needs reconnecting, or GitHub no longer knows the token)."""
+    """Unlinking: revoke at GitHub what this link holds, the client credentials as HTTP Basic and
+    the link's token in the body. When the same GitHub account has no other active link (another
+    team's), the person's whole authorization of the App goes (`DELETE
+    /applications/{client_id}/grant`: every token of theirs for the App stops working); else only
+    this link's token (`DELETE /applications/{client_id}/token`), as the grant is also the other
+    link's. False when there was nothing left to revoke (the link needs reconnecting, or GitHub
+    no longer knows the token)."""
     settings = ctx.settings_as(GithubSettings)
     pair = credentials(settings)
     if not link.active or pair is None:
@@ -152,10 +153,11 @@ async def on_unlink(ctx: Context, link: Link) -> bool:
         token = await ctx.tokens.access_token(link.id, GithubRefresher(settings))
     except LinkNeedsReconnect:
         return False
+    shared = any(other.id != link.id for other in await ctx.links.across_teams(external_user_id=link.external_user_id))
     response = await call(
         ctx.http,
         "DELETE",
-        f"{settings.api_url}/applications/{pair[0]}/grant",
+        f"{settings.api_url}/applications/{pair[0]}/{'token' if shared else 'grant'}",
         json={"access_token": token},
         auth=httpx.BasicAuth(*pair),
         headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION},
@@ -165,5 +167,8 @@ async def on_unlink(ctx: Context, link: Link) -> bool:
     if response.status_code in (404, 422):
         ctx.log.info("GitHub no longer knew the link's token: nothing to revoke", link_id=link.id)
         return False
-    ctx.log.info("authorization revoked at GitHub", link_id=link.id)
+    if shared:
+        ctx.log.info("the link's token revoked at GitHub; the account's other links keep theirs", link_id=link.id)
+    else:
+        ctx.log.info("authorization revoked at GitHub", link_id=link.id)
     return True

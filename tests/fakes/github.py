@@ -33,6 +33,7 @@ class FakeGitHubState:
     comment_attempts: int = 0
     fail_comments: list[int] = field(default_factory=list)  # statuses to answer, one per attempt
     always_fail_comments: int | None = None
+    fail_after_storing: list[int] = field(default_factory=list)  # store the comment, then answer these, once each
     comment_delay: float = 0.0
     comment_started: threading.Event = field(default_factory=threading.Event)
     comment_listings: int = 0  # GET .../comments: a repeat looking for its marker
@@ -55,6 +56,7 @@ class FakeGitHubState:
             self.comment_attempts = 0
             self.fail_comments.clear()
             self.always_fail_comments = None
+            self.fail_after_storing.clear()
             self.comment_delay = 0.0
             self.comment_started.clear()
             self.comment_listings = 0
@@ -198,6 +200,14 @@ def build_app(state: FakeGitHubState) -> Starlette:
             request.path_params["repo"],
             request.path_params["n"],
         )
+        # a user token reaches the repositories of the App's installations the person can access
+        reached = {
+            r["full_name"]
+            for i in state.accounts.installations_of.get(user_id or 0, [])
+            for r in state.installations.get(i, [])
+        }
+        if user_id is not None and f"{owner}/{repo}" not in reached:
+            return JSONResponse({"message": "Not Found"}, 404)
         if request.method == "GET":
             with state.lock:
                 state.comment_listings += 1
@@ -225,7 +235,10 @@ def build_app(state: FakeGitHubState) -> Starlette:
         }
         with state.lock:
             state.comments.append(comment)
+            lost = state.fail_after_storing.pop(0) if state.fail_after_storing else None
         state.comment_started.set()
+        if lost is not None:  # stored, but the answer says otherwise (a proxy's 502, say)
+            return JSONResponse({"message": "injected failure after storing"}, lost)
         if state.comment_delay:
             await asyncio.sleep(state.comment_delay)
         return JSONResponse(comment, 201)

@@ -1,7 +1,7 @@
 """GitHub's web side, faked for the fake GitHub (tests/fakes/github.py): the App's
 installations/new page, user OAuth (authorize, the token endpoint with PKCE and refresh tokens
-that are spent on use), `GET /user`, `GET /user/installations` and revoking a person's
-authorization of the App.
+that are spent on use, with the access token issued with them), `GET /user`,
+`GET /user/installations` and revoking a person's authorization of the App or one token.
 
 The pages answer as GitHub does after the person clicked: installations/new redirects to the
 App's setup URL with `installation_id`, `setup_action=install` and the state (and, with
@@ -51,8 +51,10 @@ class FakeGitHubAccounts:
     codes: dict[str, _Code] = field(default_factory=dict)
     access: dict[str, tuple[int, float]] = field(default_factory=dict)  # token -> (user id, expires at)
     refresh: dict[str, int] = field(default_factory=dict)  # refresh token -> user id
+    pairs: dict[str, str] = field(default_factory=dict)  # refresh token -> the access token issued with it
     exchanges: list[dict[str, str]] = field(default_factory=list)  # token endpoint requests (form)
     revoked: list[int] = field(default_factory=list)  # people whose authorization was revoked
+    revoked_tokens: list[str] = field(default_factory=list)  # access tokens revoked one by one
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
@@ -66,8 +68,10 @@ class FakeGitHubAccounts:
             self.codes.clear()
             self.access.clear()
             self.refresh.clear()
+            self.pairs.clear()
             self.exchanges.clear()
             self.revoked.clear()
+            self.revoked_tokens.clear()
 
     def grant(self, github_id: int, *, expires_in: float = USER_TOKEN_TTL) -> tuple[str, str]:
         """A user token and its refresh token, as a finished consent gives."""
@@ -75,6 +79,7 @@ class FakeGitHubAccounts:
         with self.lock:
             self.access[access] = (github_id, time.time() + expires_in)
             self.refresh[refresh] = github_id
+            self.pairs[refresh] = access
         return access, refresh
 
     def user_of(self, token: str | None) -> int | None:
@@ -147,9 +152,9 @@ def account_routes(accounts: FakeGitHubAccounts) -> list[BaseRoute]:
         if form.get("grant_type") == "refresh_token":
             with accounts.lock:
                 github_id = accounts.refresh.pop(form.get("refresh_token", ""), None)
-                if github_id is not None:  # the old access token is spent with it
-                    for token in [t for t, (who, _) in accounts.access.items() if who == github_id]:
-                        del accounts.access[token]
+                spent = accounts.pairs.pop(form.get("refresh_token", ""), None)
+                if spent is not None:  # the access token issued with it is spent too; the user's others are not
+                    accounts.access.pop(spent, None)
             if github_id is None:
                 return JSONResponse({"error": "bad_refresh_token", "error_description": "The refresh token is bad"})
             return tokens_for(github_id)
@@ -186,12 +191,25 @@ def account_routes(accounts: FakeGitHubAccounts) -> list[BaseRoute]:
         chunk = [{"id": i, "app_slug": APP_SLUG} for i in ids[(page - 1) * per_page : page * per_page]]
         return JSONResponse({"total_count": len(ids), "installations": chunk}, headers=headers)
 
-    async def revoke_grant(request: Request) -> Response:
+    def client_ok(request: Request) -> bool:
         try:
             basic = base64.b64decode(request.headers.get("authorization", "")[6:]).decode()
         except (binascii.Error, UnicodeDecodeError):
             basic = ""
-        if request.path_params["client_id"] != CLIENT_ID or basic != f"{CLIENT_ID}:{CLIENT_SECRET}":
+        return request.path_params["client_id"] == CLIENT_ID and basic == f"{CLIENT_ID}:{CLIENT_SECRET}"
+
+    async def revoke_token(request: Request) -> Response:
+        """One access token revoked; the person's authorization and other tokens stay."""
+        token = (await request.json()).get("access_token")
+        if not client_ok(request) or accounts.user_of(token) is None:
+            return JSONResponse({"message": "Not Found"}, 404)
+        with accounts.lock:
+            del accounts.access[token]
+            accounts.revoked_tokens.append(token)
+        return Response(status_code=204)
+
+    async def revoke_grant(request: Request) -> Response:
+        if not client_ok(request):
             return JSONResponse({"message": "Not Found"}, 404)
         github_id = accounts.user_of((await request.json()).get("access_token"))
         if github_id is None:
@@ -201,12 +219,14 @@ def account_routes(accounts: FakeGitHubAccounts) -> list[BaseRoute]:
                 del accounts.access[token]
             for token in [t for t, who in accounts.refresh.items() if who == github_id]:
                 del accounts.refresh[token]
+                accounts.pairs.pop(token, None)
             accounts.revoked.append(github_id)
         return Response(status_code=204)
 
     return [
         Route("/apps/{slug}/installations/new", installations_new, methods=["GET"]),
         Route("/applications/{client_id}/grant", revoke_grant, methods=["DELETE"]),
+        Route("/applications/{client_id}/token", revoke_token, methods=["DELETE"]),
         Route("/login/oauth/authorize", authorize, methods=["GET"]),
         Route("/login/oauth/access_token", access_token, methods=["POST"]),
         Route("/user", user, methods=["GET"]),

@@ -1,17 +1,22 @@
-"""GitHub's pure parts: published signature vectors, magic words, review status."""
+"""GitHub's pure parts: published signature vectors, magic words, review status, pagination's links."""
 
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from integrations.github import magic_words
+from integrations.github.client import paginate
+from integrations.github.config import GithubSettings
 from integrations.github.payloads import PullRequest
 from integrations.github.pull_requests import review_status
 from integrations.github.verify import signature, signature_matches
+from worker.sdk import Context, PermanentError
 
 
 @pytest.mark.parametrize(
@@ -90,3 +95,38 @@ _TEXT = st.lists(st.one_of(_WORDS, st.text(alphabet=_CHARS, max_size=6)), max_si
 def test_fast_magic_word_matching_finds_exactly_what_mimrais_pattern_finds(text: str) -> None:
     expected = [(m.group(1), m.group(2).upper(), int(m.group(3))) for m in magic_words.MIMRAI_PATTERN.finditer(text)]
     assert list(magic_words._matches(text)) == expected
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://evil.example/installation/repositories?page=2",
+        "https://api.github.test.evil.example/installation/repositories?page=2",
+        "https://api.github.test@evil.example/installation/repositories?page=2",
+        "http://api.github.test/installation/repositories?page=2",
+    ],
+)
+async def test_paginate_refuses_a_link_header_pointing_outside_the_api(link: str) -> None:
+    """The installation token goes only to GitHub's API: a `next` link elsewhere is not followed."""
+    seen: list[str] = []
+
+    def github(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        headers = {"Link": f'<{link}>; rel="next"'} if len(seen) == 1 else {}
+        return httpx.Response(200, json=[{"id": len(seen)}], headers=headers)
+
+    class Cache:
+        async def get_or_compute(self, key: str, compute: Any) -> str:
+            return "ghs_token"
+
+    class Stub:
+        cache = Cache()
+        http = httpx.AsyncClient(transport=httpx.MockTransport(github))
+
+        def settings_as(self, model: type[GithubSettings]) -> GithubSettings:
+            return GithubSettings(api_url="https://api.github.test")
+
+    with pytest.raises(PermanentError, match="outside its API"):
+        await paginate(cast(Context, Stub()), 42, "/installation/repositories", key=None)
+
+    assert seen == ["https://api.github.test/installation/repositories?per_page=100"]

@@ -127,6 +127,7 @@ class RuntimeBackend:
         external_user_id: str | None = None,
         external_user_names: Sequence[str] | None = None,
         active_only: bool = False,
+        external_user_ids: Sequence[str] | None = None,
     ) -> list[Link]:
         return await store.links(
             self._pool(),
@@ -137,6 +138,7 @@ class RuntimeBackend:
             external_user_id=external_user_id,
             external_user_names=external_user_names,
             active_only=active_only,
+            external_user_ids=external_user_ids,
         )
 
     async def links_across_teams(self, type_: str, *, external_user_id: str | None = None) -> list[Link]:

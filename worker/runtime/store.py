@@ -151,6 +151,7 @@ _LINKS = f"""
       AND ($5::text IS NULL OR l.external_user_id = $5)
       AND ($6::text[] IS NULL OR l.external_user_name = ANY($6::text[]))
       AND (NOT $7 OR l.status = 'active')
+      AND ($8::text[] IS NULL OR l.external_user_id = ANY($8::text[]))
     ORDER BY l.updated_at DESC, l.id"""  # noqa: S608
 _LINKS_ACROSS_TEAMS = f"""
     SELECT {_LINK_COLUMNS} FROM integration_user_link l
@@ -188,6 +189,7 @@ async def links(
     external_user_id: str | None = None,
     external_user_names: Sequence[str] | None = None,
     active_only: bool = False,
+    external_user_ids: Sequence[str] | None = None,
 ) -> list[Link]:
     records = await conn.fetch(
         _LINKS,
@@ -198,6 +200,7 @@ async def links(
         external_user_id,
         list(external_user_names) if external_user_names is not None else None,
         active_only,
+        list(external_user_ids) if external_user_ids is not None else None,
     )
     return [link_of(r) for r in records]
 

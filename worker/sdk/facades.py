@@ -81,6 +81,11 @@ class Links:
         integration_id, team_id = self._scope()
         return await self._backend.links(integration_id, team_id, external_user_names=external_user_names)
 
+    async def of_accounts(self, external_user_ids: list[str]) -> list[Link]:
+        """Links of the people with these ids at the provider (GitHub's numeric user ids), in one query."""
+        integration_id, team_id = self._scope()
+        return await self._backend.links(integration_id, team_id, external_user_ids=external_user_ids)
+
     async def all(self, *, user_ids: list[str] | None = None, active_only: bool = True) -> list[Link]:
         """This integration's links (of these platform users), the most recently updated first."""
         integration_id, team_id = self._scope()
