@@ -89,7 +89,14 @@ async def handle(ctx: Context) -> None:
         [a.key for a in actions],
         pr.updated_at,
     )
+    people: tuple[PullRequestPerson | None, list[PullRequestPerson], list[PullRequestPerson]] | None = None
     for action in actions:
+        once = f"pr:{ctx.integration.id}:{pr.id}:{action.key}"
+        if ctx.sent_once(once):  # most updates of a pull request: its status change went out already
+            continue
+        if people is None:
+            author = _persons([pr.user], user_ids)[0] if pr.user else None
+            people = (author, _persons(pr.assignees, user_ids), _persons(pr.requested_reviewers, user_ids))
         ctx.emit(
             TaskStatusChange(
                 task_ref=action.task_ref,
@@ -102,10 +109,10 @@ async def handle(ctx: Context) -> None:
                 pull_request_updated_at=pr.updated_at,
                 repository=event.repository.full_name,
                 merged=merged,
-                author=_persons([pr.user], user_ids)[0] if pr.user else None,
-                assignees=_persons(pr.assignees, user_ids),
-                reviewers=_persons(pr.requested_reviewers, user_ids),
+                author=people[0],
+                assignees=people[1],
+                reviewers=people[2],
             ),
-            once=f"pr:{ctx.integration.id}:{pr.id}:{action.key}",
+            once=once,
         )
     pr_comments.stage(ctx, event, actions)  # the task's link on the pull request, once per task

@@ -201,6 +201,12 @@ class Context:
             raise RuntimeError("this context has no unit of work: act with publish_now, or from a handler")
         return self.staged
 
+    def sent_once(self, once: str) -> bool:
+        """True when an event or message with this `once` key is known to have gone out already:
+        a handler may skip building it. False means "not known here", not "not yet": `emit` and
+        `publish` with `once=` still decide, in the commit."""
+        return self._backend.emitted_once(f"{self.envelope.type}:{once}")
+
     def emit(self, data: EventData, *, once: str | None = None) -> str:
         """Stage a result event (a `schemas.events.ResultEvent` with `data`), published after the
         unit commits. Returns the event's id, stable across re-runs of the message.
