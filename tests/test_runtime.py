@@ -56,6 +56,33 @@ async def test_a_write_the_database_refuses_parks_that_message_alone(
     assert {r["id"] for r in done} == {e.id for e in good}
 
 
+async def test_an_event_that_cannot_be_serialised_parks_that_message_alone(
+    probe_runtime: Runtime, probe_worker: Worker
+) -> None:
+    good = [
+        await publish(
+            probe_runtime, "probe", "command", "write", {"key": f"k{i}", "value": i, "once": True}, team_id=TEAM
+        )
+        for i in range(5)
+    ]
+    bad = await publish(
+        probe_runtime,
+        "probe",
+        "command",
+        "write",
+        {"key": "big", "value": 1, "once": True, "unserialisable": True},
+        team_id=TEAM,
+    )
+
+    await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 5 FROM probe_rows"))
+    log = await eventually(
+        lambda: probe_runtime.pool.fetchrow("SELECT message FROM integration_logs WHERE event_id = $1", bad.id)
+    )
+    assert "cannot be serialised" in log["message"]
+    done = await probe_runtime.pool.fetch("SELECT id FROM processed_events")
+    assert {r["id"] for r in done} == {e.id for e in good}
+
+
 async def test_events_of_a_run_are_published_once_with_stable_ids(
     probe_runtime: Runtime, probe_worker: Worker, results: Results
 ) -> None:

@@ -20,6 +20,13 @@ class ProbeWritten(EventData):
     value: int
 
 
+class ProbeMeasured(EventData):
+    """An event whose number JSON cannot hold (wider than 64 bits)."""
+
+    EVENT: ClassVar[str] = "probe.measured"
+    value: int
+
+
 class ProbeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     token: SecretStr | None = None
@@ -35,6 +42,8 @@ class WriteInput(BaseModel):
     cancelled_inside: bool = False  # on its first delivery, awaits something cancelled elsewhere
     needs_provider: bool = False  # fails as transient while PROVIDER.away (retried, then parked)
     note: str | None = None  # the handler logs it (ctx.log), with the message's fields bound
+    once: bool = False  # its event is emitted once per key (rendered only at the commit)
+    unserialisable: bool = False  # its event carries an integer wider than 64 bits (JSON cannot hold it)
 
 
 class Gate:
@@ -99,7 +108,9 @@ async def write(ctx: Context, request: WriteInput) -> WriteOutput:
     if request.fail_first and not ctx.is_repeat:
         raise TransientError("the provider is busy (first try)")
     ctx.db.write("INSERT INTO probe_rows (team_id, key, value) VALUES ($1, $2, $3)", request.key, request.value)
-    ctx.emit(ProbeWritten(key=request.key, value=request.value))
+    ctx.emit(ProbeWritten(key=request.key, value=request.value), once=request.key if request.once else None)
+    if request.unserialisable:
+        ctx.emit(ProbeMeasured(value=2**70), once=f"{request.key}/measured")
     return WriteOutput(key=request.key)
 
 

@@ -255,6 +255,20 @@ async def test_install_update_and_uninstall_as_broker_commands(
     assert await runtime.pool.fetchval("SELECT count(*) FROM integrations") == 0
 
 
+async def test_an_install_command_another_team_holds_the_account_of_is_refused_at_once(
+    worker: Worker, broker_caller: BrokerCaller, telegram: FakeTelegramState
+) -> None:
+    def command(id_: str, team: str) -> Envelope:
+        payload = {"type": "telegram", "config": {"botToken": BOT_TOKEN}}
+        return Envelope(id=id_, type="integration", kind="command", name="install", team_id=team, payload=payload)
+
+    first = await broker_caller.call(command("t-1", TEAM))
+    taken = await broker_caller.call(command("t-2", OTHER_TEAM))  # retrying would never change the answer
+
+    assert first["ok"] is True
+    assert taken["status"] == "refused" and "already installed by another team" in taken["error"]
+
+
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", *args],

@@ -199,8 +199,10 @@ def link_routes(runtime: Runtime) -> list[BaseRoute]:
         except LinkRefused as exc:
             log.info("link refused", team_id=body.team_id, status=exc.status, reason=exc.message)
             return error(exc.status, exc.message)
-        except asyncpg.UniqueViolationError:
-            return error(409, "this account was linked to another user meanwhile")
+        except asyncpg.UniqueViolationError:  # a concurrent confirmation won: of this token or this account
+            return error(409, "this token or this account was linked meanwhile")
+        except (asyncpg.PostgresError, OSError) as exc:
+            return error(503, f"the link could not be saved ({type(exc).__name__}); try again")
         log.info("link confirmed", team_id=body.team_id, link_id=output.link_id, created=output.created)
         return json_response(output.model_dump(), 201 if output.created else 200)
 

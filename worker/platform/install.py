@@ -33,7 +33,7 @@ from worker.runtime.runtime import Runtime
 from worker.runtime.unit_of_work import Unit, apply, run_writes
 from worker.sdk.context import Context
 from worker.sdk.declare import Hook, Integration
-from worker.sdk.errors import InstallRejected, IntegrationError, field_errors
+from worker.sdk.errors import InstallRejected, IntegrationError, TransientError, field_errors
 from worker.sdk.records import IntegrationRecord
 
 T = TypeVar("T")
@@ -145,7 +145,8 @@ async def _hook(hook: Hook | None, ctx: Context, what: str) -> None:
     except InstallRejected as exc:
         raise InstallError(422, f"{what}: {redact(str(exc))}") from None
     except (IntegrationError, OSError) as exc:
-        raise InstallError(502, f"{what}: {redact(str(exc)) or type(exc).__name__}") from None
+        again = isinstance(exc, TransientError | OSError)  # the provider away: the same request later may work
+        raise InstallError(502, f"{what}: {redact(str(exc)) or type(exc).__name__}", again=again) from None
 
 
 async def install(

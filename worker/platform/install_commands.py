@@ -22,8 +22,6 @@ from worker.sdk.records import IntegrationRecord
 
 T = TypeVar("T")
 
-_TRANSIENT_STATUSES = (409, 502, 503)
-
 
 class InstallCommand(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -62,17 +60,19 @@ class UninstalledOutput(BaseModel):
     uninstalled: bool = True
 
 
-def _team(ctx: Context) -> str:
+def team_of(ctx: Context) -> str:
     if not ctx.envelope.team_id:
         raise ActionRefused("the envelope's team_id is required: whose integration this is")
     return ctx.envelope.team_id
 
 
-async def _guarded(work: Awaitable[T]) -> T:
+async def guarded(work: Awaitable[T]) -> T:
+    """The platform's answer as a command's: what may succeed later (a lock held, the database or
+    the provider away) is retried; the rest is refused, with its fields."""
     try:
         return await work
     except InstallError as exc:
-        if exc.status in _TRANSIENT_STATUSES:
+        if exc.again:
             raise TransientError(exc.message) from None
         raise ActionRefused(exc.message, exc.fields or None) from None
 
@@ -94,12 +94,12 @@ class InstallCommands:
     runtime: Runtime
 
     async def install(self, ctx: Context, request: InstallCommand) -> InstalledOutput:
-        record, is_new = await _guarded(
+        record, is_new = await guarded(
             install(
                 self.runtime,
                 InstallRequest(
                     request.type,
-                    _team(ctx),
+                    team_of(ctx),
                     request.config,
                     external_team_id=request.external_team_id,
                     user_id=request.user_id,
@@ -110,11 +110,11 @@ class InstallCommands:
         return _installed(record, is_new)
 
     async def update(self, ctx: Context, request: UpdateCommand) -> InstalledOutput:
-        record = await _guarded(
+        record = await guarded(
             update(
                 self.runtime,
                 request.integration_id,
-                _team(ctx),
+                team_of(ctx),
                 request.config,
                 user_id=request.user_id,
                 source="command",
@@ -123,7 +123,7 @@ class InstallCommands:
         return _installed(record, False)
 
     async def uninstall(self, ctx: Context, request: UninstallCommand) -> UninstalledOutput:
-        await _guarded(
-            uninstall(self.runtime, request.integration_id, _team(ctx), source="command", force=request.force)
+        await guarded(
+            uninstall(self.runtime, request.integration_id, team_of(ctx), source="command", force=request.force)
         )
         return UninstalledOutput(integration_id=request.integration_id)

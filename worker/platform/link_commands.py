@@ -11,13 +11,12 @@ provider or the database unavailable is a transient failure, retried like any ot
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.platform.install import InstallError
+from worker.platform.install_commands import guarded, team_of
 from worker.platform.user_links import (
     LinkQuery,
     LinksPage,
@@ -32,9 +31,6 @@ from worker.platform.user_links import (
 )
 from worker.runtime.runtime import Runtime
 from worker.sdk.context import Context
-from worker.sdk.errors import ActionRefused, TransientError
-
-T = TypeVar("T")
 
 
 class ListLogsCommand(LogQuery):
@@ -61,40 +57,25 @@ class UnlinkCommand(BaseModel):
     force: bool = Field(default=False, description="Unlink even when revoking at the provider fails.")
 
 
-def _team(ctx: Context) -> str:
-    if not ctx.envelope.team_id:
-        raise ActionRefused("the envelope's team_id is required: whose integration this is")
-    return ctx.envelope.team_id
-
-
-async def _guarded(work: Awaitable[T]) -> T:
-    try:
-        return await work
-    except InstallError as exc:
-        if exc.again:  # busy or the database away: retried; the rest (a config that cannot be read) refused
-            raise TransientError(exc.message) from None
-        raise ActionRefused(exc.message, exc.fields or None) from None
-
-
 @dataclass(frozen=True)
 class LinkCommands:
     runtime: Runtime
 
     async def list_logs(self, ctx: Context, request: ListLogsCommand) -> LogsPage:
         query = LogQuery.model_validate(request.model_dump(exclude={"integration_id"}))
-        return await _guarded(read_logs(self.runtime, request.integration_id, _team(ctx), query))
+        return await guarded(read_logs(self.runtime, request.integration_id, team_of(ctx), query))
 
     async def list_links(self, ctx: Context, request: ListLinksCommand) -> LinksPage:
         query = LinkQuery.model_validate(request.model_dump(exclude={"integration_id"}))
-        return await _guarded(list_links(self.runtime, request.integration_id, _team(ctx), query))
+        return await guarded(list_links(self.runtime, request.integration_id, team_of(ctx), query))
 
     async def update_link(self, ctx: Context, request: UpdateLinkCommand) -> LinkView:
         assert ctx.staged is not None
-        return await _guarded(
+        return await guarded(
             change_link_config(
                 self.runtime,
                 request.integration_id,
-                _team(ctx),
+                team_of(ctx),
                 request.link_id,
                 request.config,
                 source="command",
@@ -105,11 +86,11 @@ class LinkCommands:
 
     async def unlink_user(self, ctx: Context, request: UnlinkCommand) -> Unlinked:
         assert ctx.staged is not None
-        return await _guarded(
+        return await guarded(
             unlink(
                 self.runtime,
                 request.integration_id,
-                _team(ctx),
+                team_of(ctx),
                 request.link_id,
                 source="command",
                 force=request.force,

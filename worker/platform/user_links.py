@@ -170,13 +170,7 @@ async def read_logs(runtime: Runtime, integration_id: str, team_id: str, query: 
 def _settings_of(integration: Integration, link: Link) -> BaseModel | None:
     """The user's settings as the link holds them (defaults for what it does not hold yet)."""
     model = integration.user_links.config
-    if model is None:
-        return None
-    names = {field.alias or name for name, field in model.model_fields.items()} | set(model.model_fields)
-    try:
-        return model.model_validate({k: v for k, v in link.config.items() if k in names})
-    except ValidationError:  # written before the model changed: what the user sees is the defaults
-        return model.model_validate({})
+    return link.settings_as(model) if model is not None else None
 
 
 def view(integration: Integration, link: Link) -> LinkView:
@@ -335,7 +329,10 @@ async def unlink(
                 revoked = bool(await hook(ctx, link)) if hook is not None else False
             except (IntegrationError, OSError) as exc:
                 if not force:
-                    raise InstallError(502, f"unlinking at the provider failed: {redact(str(exc))}") from None
+                    again = isinstance(exc, TransientError | OSError)  # the provider away: retried
+                    raise InstallError(
+                        502, f"unlinking at the provider failed: {redact(str(exc))}", again=again
+                    ) from None
                 del unit.writes[writes:], unit.outbox[outbox:]
                 log.warning(
                     "provider clean-up failed; unlinked anyway (force)", link_id=link.id, error=redact(str(exc))

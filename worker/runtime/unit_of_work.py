@@ -30,7 +30,7 @@ from worker.runtime import store
 from worker.runtime.db import Conn
 from worker.runtime.failures import classify
 from worker.runtime.outbox import Outbox
-from worker.sdk.errors import Failure
+from worker.sdk.errors import Failure, PermanentError
 from worker.sdk.unit import OutboxItem, Staged, Write
 
 
@@ -90,6 +90,11 @@ async def apply(conn: Conn, units: Sequence[Unit], indexes: Sequence[int] | None
     return committed
 
 
+class UnrenderableEvent(PermanentError):
+    """An event staged with `once=` (rendered only when kept) that cannot be serialised: its unit
+    fails alone, as a write the database refuses does."""
+
+
 def once_each(items: Sequence[OutboxItem]) -> list[OutboxItem]:
     """The items in order, an item whose `once` key an earlier one has dropped, each rendered."""
     seen: set[str] = set()
@@ -99,7 +104,10 @@ def once_each(items: Sequence[OutboxItem]) -> list[OutboxItem]:
             if item.once_key in seen:
                 continue
             seen.add(item.once_key)
-        kept.append(item.rendered())
+        try:
+            kept.append(item.rendered())
+        except (TypeError, ValueError) as exc:  # orjson's JSONEncodeError, pydantic's serialisation errors
+            raise UnrenderableEvent(f"event {item.routing_key} cannot be serialised: {exc}") from exc
     return kept
 
 
@@ -149,7 +157,7 @@ class UnitOfWork:
                     async with conn.transaction():
                         await store.delete_outbox(conn, published)
                         committed = await apply(conn, units)
-                except asyncpg.PostgresError as exc:
+                except (asyncpg.PostgresError, UnrenderableEvent) as exc:
                     if classify(exc).kind == "transient":
                         raise
                     await store.delete_outbox(conn, published)
@@ -173,7 +181,7 @@ class UnitOfWork:
             for index in range(len(units)):
                 try:
                     one = await self._apply_one(conn, units, index)
-                except asyncpg.PostgresError as exc:
+                except (asyncpg.PostgresError, UnrenderableEvent) as exc:
                     failure = classify(exc)
                     if failure.kind == "transient":
                         raise
