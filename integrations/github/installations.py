@@ -3,7 +3,7 @@ in step with GitHub (MIMRAI ignored these and kept dead rows)."""
 
 from __future__ import annotations
 
-from integrations.github.client import api, app_api
+from integrations.github.client import app_api, paginate
 from integrations.github.config import GithubConfig
 from integrations.github.payloads import InstallationEvent, InstallationRepositoriesEvent, Repository
 from schemas.events import IntegrationStatus
@@ -75,19 +75,6 @@ async def sync_repositories(ctx: Context) -> None:
     """Post-install: the repositories the installation can reach, page by page."""
     assert ctx.integration is not None
     config = ctx.config_as(GithubConfig)
-    repositories: list[Repository] = []
-    page = 1
-    while True:
-        response = await api(
-            ctx,
-            config.installation_id,
-            "GET",
-            "/installation/repositories",
-            params={"per_page": 100, "page": page},
-        )
-        batch = [Repository.model_validate(r) for r in response.json().get("repositories", [])]
-        repositories.extend(batch)
-        if len(batch) < 100:
-            break
-        page += 1
+    listed = await paginate(ctx, config.installation_id, "/installation/repositories", key="repositories")
+    repositories = [Repository.model_validate(r) for r in listed]
     replace_repositories(ctx, ctx.integration.id, repositories)

@@ -54,7 +54,7 @@ class MagicAction:
         return f"{self.task_ref}:{self.status}"
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)  # a pull request's title and body: 256 of them hold 16 MB at most
 def _matches(text: str) -> tuple[tuple[str, str, int], ...]:
     """(magic word, PREFIX, sequence) in order, exactly as MIMRAI_PATTERN.finditer finds them.
     Remembered per text: a pull request is pushed to many times with the same title and body."""

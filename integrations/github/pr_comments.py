@@ -52,6 +52,8 @@ def stage(ctx: Context, event: PullRequestEvent, actions: list[MagicAction]) -> 
             continue
         seen.add(action.task_ref)
         key = once_key(ctx.integration.id, pr.id, action.task_ref)
+        if ctx.sent_once(key):  # most updates of a pull request: its comment went out already
+            continue
         payload = TaskComment(
             repository=event.repository.full_name,
             pull_request_id=pr.id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from integrations.google_common.settings import GoogleSettings
@@ -86,10 +86,7 @@ class GmailLinkConfig(BaseModel):
 
 def link_filters(link: Link) -> GmailFilters | None:
     """The user's own filters, if they set any (a value written by hand that is not valid: none)."""
-    try:
-        filters = GmailLinkConfig.model_validate({"filters": link.config.get("filters") or {}}).filters
-    except ValidationError:
-        return None
+    filters = link.settings_as(GmailLinkConfig).filters
     return filters if filters != GmailFilters() else None
 
 

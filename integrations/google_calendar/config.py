@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
 from integrations.google_common.settings import GoogleSettings
@@ -40,10 +40,7 @@ class CalendarLinkConfig(BaseModel):
 def link_settings(link: Link) -> CalendarLinkConfig:
     """The user's settings as their link holds them (the defaults where it holds none, or a value
     written by hand that is not one)."""
-    try:
-        return CalendarLinkConfig.model_validate({k: v for k, v in link.config.items() if k == "syncEvents"})
-    except ValidationError:
-        return CalendarLinkConfig()
+    return link.settings_as(CalendarLinkConfig)
 
 
 class CalendarSettings(GoogleSettings):

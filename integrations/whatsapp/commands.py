@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from integrations.whatsapp import api
 from integrations.whatsapp.config import E164, WhatsappConfig, WhatsappSettings, phone
@@ -55,11 +55,7 @@ async def send_from_shared_number(ctx: Context) -> None:
     number = ctx.settings_as(WhatsappSettings).shared_number
     if number is None:
         raise PermanentError("IW_WHATSAPP_SHARED_NUMBER is not set")
-    try:
-        request = SendMessageInput.model_validate(ctx.envelope.payload)
-    except ValidationError as exc:
-        raise PermanentError(f"invalid send_from_shared_number input: {exc.error_count()} error(s)") from None
-    await _send(ctx, request, number)
+    await _send(ctx, ctx.payload_as(SendMessageInput), number)  # invalid input: parked, as for any action
 
 
 async def _send(ctx: Context, request: SendMessageInput, number: str) -> SendMessageOutput:

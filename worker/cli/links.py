@@ -6,15 +6,13 @@ and exits 1, unreadable options exit 2."""
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from worker import platform
-from worker.cli.operate import run_async
+from worker.cli.operate import json_object, print_json, run_async
 from worker.core.settings import Settings
 from worker.platform.install import InstallError
 from worker.platform.user_links import LinkQuery, LogQuery, change_link_config, list_links, read_logs, unlink
@@ -25,15 +23,11 @@ from worker.sdk.registry import Registry
 Q = TypeVar("Q", bound=BaseModel)
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
-
-
 def _valid(model: type[Q], values: dict[str, Any]) -> Q | None:
     try:
         return model.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        _print_json({"error": "invalid request", "fields": field_errors(exc)})
+        print_json({"error": "invalid request", "fields": field_errors(exc)})
         return None
 
 
@@ -46,11 +40,11 @@ def _run(
         try:
             answer = await work(runtime)
         except InstallError as exc:
-            _print_json(exc.as_dict())
+            print_json(exc.as_dict())
             return 1
         finally:
             await runtime.stop()
-        _print_json(answer.model_dump(mode="json"))
+        print_json(answer.model_dump(mode="json"))
         return 0
 
     return run_async(go())
@@ -81,13 +75,8 @@ def links(args: argparse.Namespace, settings: Settings, registry: Registry) -> i
             return 2
         return _run(settings, registry, lambda rt: list_links(rt, args.integration_id, args.team, query), broker=False)
     if args.links_command == "set":
-        try:
-            changes = json.loads(args.config)
-        except json.JSONDecodeError as exc:
-            print(f"--config is not JSON: {exc}", file=sys.stderr)
-            return 2
-        if not isinstance(changes, dict):
-            print("--config must be a JSON object", file=sys.stderr)
+        changes = json_object(args.config, "--config")
+        if changes is None:
             return 2
         return _run(
             settings,

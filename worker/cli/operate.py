@@ -25,10 +25,8 @@ from worker.runtime.runtime import Runtime
 from worker.sdk.declare import tool_name
 from worker.sdk.registry import Registry
 
-Command = Callable[[argparse.Namespace, Settings, Registry], int]
 
-
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
@@ -64,7 +62,7 @@ def migrate(_args: argparse.Namespace, settings: Settings, registry: Registry) -
 def integrations(args: argparse.Namespace, _settings: Settings, registry: Registry) -> int:
     catalog = contract.catalog(registry)
     if args.json:
-        _print_json(catalog)
+        print_json(catalog)
     else:
         for item in catalog:
             actions = ", ".join(a["name"] for a in item["actions"]) or "-"
@@ -81,7 +79,7 @@ def schema(args: argparse.Namespace, _settings: Settings, registry: Registry) ->
             (out / f"{name}.json").write_text(json.dumps(schema, indent=2) + "\n")
         print(f"{len(schemas)} schemas written to {out}")
     else:
-        _print_json(schemas)
+        print_json(schemas)
     return 0
 
 
@@ -104,7 +102,7 @@ def dead_letters(args: argparse.Namespace, settings: Settings, registry: Registr
         if args.dead_command == "list":
             parked = await dead.list_parked(broker, args.limit, registry)
             if args.json:
-                _print_json([p.model_dump() for p in parked])
+                print_json([p.model_dump() for p in parked])
             elif not parked:
                 print("no parked messages")
             else:
@@ -117,7 +115,7 @@ def dead_letters(args: argparse.Namespace, settings: Settings, registry: Registr
             if found is None:
                 print(f"no parked message {args.id}", file=sys.stderr)
                 return 1
-            _print_json(found.model_dump())
+            print_json(found.model_dump())
             return 0
         if args.dead_command == "replay":
             count, skipped = await dead.replay(broker, None if args.all else args.id)
@@ -137,7 +135,7 @@ def dead_letters(args: argparse.Namespace, settings: Settings, registry: Registr
     return _with_broker(settings, registry, work)
 
 
-def _json_object(text: str, option: str) -> dict[str, Any] | None:
+def json_object(text: str, option: str) -> dict[str, Any] | None:
     """The option's JSON object, or None after saying what is wrong with it."""
     try:
         value = json.loads(text)
@@ -151,7 +149,7 @@ def _json_object(text: str, option: str) -> dict[str, Any] | None:
 
 
 def install_command(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
-    config = _json_object(args.config, "--config")
+    config = json_object(args.config, "--config")
     if config is None:
         return 2
 
@@ -164,11 +162,11 @@ def install_command(args: argparse.Namespace, settings: Settings, registry: Regi
                 InstallRequest(args.type, args.team, config, external_team_id=args.external_team_id, source="cli"),
             )
         except InstallError as exc:
-            _print_json(exc.as_dict())
+            print_json(exc.as_dict())
             return 1
         finally:
             await runtime.stop()
-        _print_json(
+        print_json(
             {
                 "id": record.id,
                 "type": record.type,
@@ -183,7 +181,7 @@ def install_command(args: argparse.Namespace, settings: Settings, registry: Regi
 
 
 def update_command(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
-    changes = _json_object(args.config, "--config")
+    changes = json_object(args.config, "--config")
     if changes is None:
         return 2
 
@@ -193,11 +191,11 @@ def update_command(args: argparse.Namespace, settings: Settings, registry: Regis
         try:
             record = await update(runtime, args.integration_id, args.team, changes, source="cli")
         except InstallError as exc:
-            _print_json(exc.as_dict())
+            print_json(exc.as_dict())
             return 1
         finally:
             await runtime.stop()
-        _print_json(
+        print_json(
             {"id": record.id, "type": record.type, "team_id": record.team_id, "config": public_config(record.config)}
         )
         return 0
@@ -213,7 +211,7 @@ def uninstall_command(args: argparse.Namespace, settings: Settings, registry: Re
         try:
             await uninstall(runtime, args.integration_id, args.team, source="cli", force=args.force)
         except InstallError as exc:
-            _print_json(exc.as_dict())
+            print_json(exc.as_dict())
             return 1
         finally:
             await runtime.stop()
@@ -232,7 +230,7 @@ def tools(args: argparse.Namespace, settings: Settings, registry: Registry) -> i
             tools = await available_tools(runtime, args.team, args.user)
         finally:
             await runtime.stop()
-        _print_json(render(tools, args.format))
+        print_json(render(tools, args.format))
         return 0
 
     return run_async(go())
@@ -246,7 +244,7 @@ def call(args: argparse.Namespace, settings: Settings, registry: Registry) -> in
         print(f"no action {args.type} {args.action}; there are: {', '.join(known) or 'none'}", file=sys.stderr)
         return 2
     if args.schema:
-        _print_json(
+        print_json(
             {
                 "command": f"{args.type}.command.{action.name}",
                 "tool": tool_name(args.type, action.name),
@@ -260,7 +258,7 @@ def call(args: argparse.Namespace, settings: Settings, registry: Registry) -> in
     if not args.team:
         print("--team is required", file=sys.stderr)
         return 2
-    arguments = _json_object(args.input, "--input")
+    arguments = json_object(args.input, "--input")
     if arguments is None:
         return 2
 
@@ -279,7 +277,7 @@ def call(args: argparse.Namespace, settings: Settings, registry: Registry) -> in
                 wait_seconds=args.timeout,
             )
         except ToolCallError as exc:
-            _print_json(exc.as_dict())
+            print_json(exc.as_dict())
             return 1
         except BrokerUnavailable as exc:
             print(f"the broker did not take the call: {exc}", file=sys.stderr)
@@ -287,7 +285,7 @@ def call(args: argparse.Namespace, settings: Settings, registry: Registry) -> in
         finally:
             await gateway.close()
             await runtime.stop()
-        _print_json(outcome.answer())
+        print_json(outcome.answer())
         return {"succeeded": 0, "pending": 3}.get(outcome.status, 1)
 
     return run_async(go())

@@ -7,6 +7,7 @@ import argparse
 
 from pydantic import ValidationError
 
+from worker.cli.operate import print_json
 from worker.core.settings import Settings
 from worker.platform.tool_tokens import ToolTokenRequest, issue
 from worker.sdk.errors import field_errors
@@ -17,7 +18,7 @@ def tool_token(args: argparse.Namespace, settings: Settings, _registry: Registry
     try:
         request = ToolTokenRequest(team_id=args.team, user_id=args.user, ttl_seconds=args.ttl)
     except ValidationError as exc:
-        print(f"invalid request: {field_errors(exc)}")
+        print_json({"error": "invalid request", "fields": field_errors(exc)})
         return 2
     print(issue(settings, request).model_dump_json(indent=2))
     return 0

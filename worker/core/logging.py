@@ -18,13 +18,12 @@ _PLAIN_KEYS = frozenset(
     {"event_id", "type", "name", "team_id", "integration_id", "outcome", "component", "level", "timestamp",
      "duration_ms", "handler_ms", "events", "attempt", "retry_in", "event"}
 )  # fmt: skip
-_redacted = redact_value
 
 
 def _redact_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
     for key, value in event_dict.items():
         if key not in _PLAIN_KEYS:
-            event_dict[key] = _redacted(key, value)
+            event_dict[key] = redact_value(key, value)
     return event_dict
 
 

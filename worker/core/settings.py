@@ -33,7 +33,12 @@ class Settings(BaseSettings):
     broker_prefix: str = Field(default="iw", description="Prefix of every exchange and queue name.")
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
     database_schema: str = Field(default="public", description="PostgreSQL schema holding the tables.")
-    database_pool_size: int = Field(default=10, ge=1, description="PostgreSQL connections per process.")
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        description="PostgreSQL connections of a process's main pool; the batch look-ups have a pool of half as "
+        "many (at least 2). Both are opened at start.",
+    )
 
     http_host: str = Field(default="0.0.0.0", description="Address the HTTP server listens on.")  # noqa: S104
     http_port: int = Field(default=8000, description="Port of the HTTP server (ingress, platform API, or both).")

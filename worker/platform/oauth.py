@@ -122,10 +122,8 @@ def oauth_routes(runtime: Runtime) -> list[BaseRoute]:
         if integration is None or integration.oauth is None:
             return error(404, f"{type_!r} has no OAuth flow")
         try:
-            flow_id = str(
-                signing.verify(_signing_key(), _link_purpose(type_), request.query_params.get("flow", ""))["fid"]
-            )
-        except (signing.InvalidSignedToken, KeyError):
+            flow_id = _flow_id(_signing_key(), _link_purpose(type_), request.query_params.get("flow", ""))
+        except signing.InvalidSignedToken:
             return error(400, "invalid sign-in link")
         browser = secrets.token_urlsafe(32)
         try:

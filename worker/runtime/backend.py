@@ -124,10 +124,8 @@ class RuntimeBackend:
         *,
         link_id: str | None = None,
         user_ids: Sequence[str] | None = None,
-        external_user_id: str | None = None,
-        external_user_names: Sequence[str] | None = None,
-        active_only: bool = False,
         external_user_ids: Sequence[str] | None = None,
+        active_only: bool = False,
     ) -> list[Link]:
         return await store.links(
             self._pool(),
@@ -135,10 +133,8 @@ class RuntimeBackend:
             team_id,
             link_id=link_id,
             user_ids=user_ids,
-            external_user_id=external_user_id,
-            external_user_names=external_user_names,
-            active_only=active_only,
             external_user_ids=external_user_ids,
+            active_only=active_only,
         )
 
     async def links_across_teams(self, type_: str, *, external_user_id: str | None = None) -> list[Link]:

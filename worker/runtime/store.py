@@ -148,10 +148,8 @@ _LINKS = f"""
     WHERE l.team_id = $1 AND l.integration_id = $2
       AND ($3::text IS NULL OR l.id = $3)
       AND ($4::text[] IS NULL OR l.user_id = ANY($4::text[]))
-      AND ($5::text IS NULL OR l.external_user_id = $5)
-      AND ($6::text[] IS NULL OR l.external_user_name = ANY($6::text[]))
-      AND (NOT $7 OR l.status = 'active')
-      AND ($8::text[] IS NULL OR l.external_user_id = ANY($8::text[]))
+      AND ($5::text[] IS NULL OR l.external_user_id = ANY($5::text[]))
+      AND (NOT $6 OR l.status = 'active')
     ORDER BY l.updated_at DESC, l.id"""  # noqa: S608
 _LINKS_ACROSS_TEAMS = f"""
     SELECT {_LINK_COLUMNS} FROM integration_user_link l
@@ -186,10 +184,8 @@ async def links(
     *,
     link_id: str | None = None,
     user_ids: Sequence[str] | None = None,
-    external_user_id: str | None = None,
-    external_user_names: Sequence[str] | None = None,
-    active_only: bool = False,
     external_user_ids: Sequence[str] | None = None,
+    active_only: bool = False,
 ) -> list[Link]:
     records = await conn.fetch(
         _LINKS,
@@ -197,10 +193,8 @@ async def links(
         integration_id,
         link_id,
         list(user_ids) if user_ids is not None else None,
-        external_user_id,
-        list(external_user_names) if external_user_names is not None else None,
-        active_only,
         list(external_user_ids) if external_user_ids is not None else None,
+        active_only,
     )
     return [link_of(r) for r in records]
 
@@ -210,13 +204,6 @@ async def links_across_teams(conn: Queryable, type_: str, external_user_id: str 
 
 
 # --- the inbox ----------------------------------------------------------------------------------------
-
-
-async def processed(conn: Queryable, ids: Sequence[str]) -> set[str]:
-    if not ids:
-        return set()
-    records = await conn.fetch("SELECT id FROM processed_events WHERE id = ANY($1::text[])", list(ids))
-    return {r["id"] for r in records}
 
 
 async def mark_processed(conn: Conn, ids: Sequence[str], types: Sequence[str]) -> set[str]:

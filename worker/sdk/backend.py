@@ -96,10 +96,8 @@ class Backend(Protocol):
         *,
         link_id: str | None = None,
         user_ids: Sequence[str] | None = None,
-        external_user_id: str | None = None,
-        external_user_names: Sequence[str] | None = None,
-        active_only: bool = False,
         external_user_ids: Sequence[str] | None = None,
+        active_only: bool = False,
     ) -> list[Link]: ...
 
     async def links_across_teams(self, type_: str, *, external_user_id: str | None = None) -> list[Link]: ...

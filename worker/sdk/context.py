@@ -205,7 +205,11 @@ class Context:
         """True when an event or message with this `once` key is known to have gone out already:
         a handler may skip building it. False means "not known here", not "not yet": `emit` and
         `publish` with `once=` still decide, in the commit."""
-        return self._backend.emitted_once(f"{self.envelope.type}:{once}")
+        return self._backend.emitted_once(self._once_key(once))
+
+    def _once_key(self, once: str) -> str:
+        """A `once` key as claimed: per integration type."""
+        return f"{self.type}:{once}"
 
     def emit(self, data: EventData, *, once: str | None = None) -> str:
         """Stage a result event (a `schemas.events.ResultEvent` with `data`), published after the
@@ -220,7 +224,7 @@ class Context:
         envelope = self.envelope
         self._emitted += 1
         event_id = derived_id(envelope.id, data.EVENT, str(self._emitted))
-        key = f"{envelope.type}:{once}" if once is not None else None
+        key = self._once_key(once) if once is not None else None
         if key is not None and self._backend.emitted_once(key):
             return event_id  # published long ago: the commit would refuse it anyway
         head = {
@@ -280,7 +284,7 @@ class Context:
             headers=headers or {},
             payload=payload,
         )
-        key = f"{self.type}:{once}" if once is not None else None
+        key = self._once_key(once) if once is not None else None
         if key is not None and self._backend.emitted_once(key):
             return envelope  # published long ago: the commit would refuse it anyway
         staged.outbox.append(

@@ -109,11 +109,9 @@ async def thread_messages(
         bounded.append((entry, text, cut))
     bounded.reverse()
     users = dict(known or {})
-    for author in {e.external_user_id for e, _, _ in bounded if e.external_user_id and not e.is_bot}:
-        if author not in users:
-            link = await ctx.links.find(author)
-            if link is not None and link.active:
-                users[author] = link.user_id
+    authors = {e.external_user_id for e, _, _ in bounded if e.external_user_id and not e.is_bot}
+    if missing := sorted(authors - users.keys()):  # one query for the thread's linked authors
+        users |= {link.external_user_id: link.user_id for link in await ctx.links.of_accounts(missing) if link.active}
     messages = [
         ThreadMessage(
             message_id=entry.message_id,

@@ -73,13 +73,8 @@ class Links:
     async def find(self, external_user_id: str) -> Link | None:
         """The link of the person with this id at the provider, if they linked."""
         integration_id, team_id = self._scope()
-        found = await self._backend.links(integration_id, team_id, external_user_id=external_user_id)
+        found = await self._backend.links(integration_id, team_id, external_user_ids=[external_user_id])
         return found[0] if found else None
-
-    async def named(self, external_user_names: list[str]) -> list[Link]:
-        """Links of the people with these names at the provider (GitHub logins)."""
-        integration_id, team_id = self._scope()
-        return await self._backend.links(integration_id, team_id, external_user_names=external_user_names)
 
     async def of_accounts(self, external_user_ids: list[str]) -> list[Link]:
         """Links of the people with these ids at the provider (GitHub's numeric user ids), in one query."""

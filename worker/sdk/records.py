@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from schemas.rows import IntegrationRow
 
@@ -78,3 +78,13 @@ class Link:
     @property
     def active(self) -> bool:
         return self.status == "active"
+
+    def settings_as(self, model: builtins.type[M]) -> M:
+        """The user's own settings (the integration's `UserLinks.config`) as the link holds them:
+        the model's fields it holds, defaults for the rest; all defaults when what it holds is no
+        longer valid (written before the model changed, or by hand)."""
+        names = {f.alias or name for name, f in model.model_fields.items()} | set(model.model_fields)
+        try:
+            return model.model_validate({k: v for k, v in self.config.items() if k in names})
+        except ValidationError:
+            return model.model_validate({})
