@@ -38,11 +38,14 @@ async def publish(
     return envelope
 
 
-def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `integration-worker ARGS` as a separate process, as an operator would."""
+def cli(
+    env: dict[str, str], *args: str, timeout: float = 60, unset: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run `integration-worker ARGS` as a separate process, as an operator would (`unset`: variables
+    it must not inherit)."""
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", *args],
-        env={**os.environ, **env},
+        env={k: v for k, v in {**os.environ, **env}.items() if k not in unset},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -46,7 +46,7 @@ def test_a_scaffolded_integration_is_registered_and_passes_its_generated_test(tm
 
     for lint in (["check", "--no-cache"], ["format", "--check", "--no-cache"]):
         checked = subprocess.run(
-            [shutil.which("ruff") or "ruff", *lint, "integrations/acme_notes", "tests/acme_notes"],
+            [sys.executable, "-m", "ruff", *lint, "integrations/acme_notes", "tests/acme_notes"],
             cwd=project,
             capture_output=True,
             text=True,

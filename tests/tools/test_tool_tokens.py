@@ -142,3 +142,19 @@ def test_the_cli_issues_a_tool_token(env: dict[str, str]) -> None:
     body = json.loads(done.stdout)
     claims = signing.verify(env["IW_SIGNING_KEY"], "tool", body["token"])
     assert claims == {"team": TEAM, "user": "user-ann"}
+
+
+async def test_lowering_the_maximum_cuts_the_tokens_already_out(
+    runtime: Runtime, admin: httpx.AsyncClient, github_integration: Any
+) -> None:
+    token = await issued(admin, team_id=TEAM, ttl_seconds=7200)
+    app = create_app(runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as agent:
+        before = await agent.get("/tools", headers=bearer(token))
+        runtime.settings.tool_token_max_ttl = 3600  # after a leak: tokens live an hour at most
+        after = await agent.get("/tools", headers=bearer(token))
+        fresh = await agent.get("/tools", headers=bearer(await issued(admin, team_id=TEAM, ttl_seconds=7200)))
+
+    assert before.status_code == 200
+    assert after.status_code == 401 and "longer than the 3600 s now allowed" in after.json()["error"]
+    assert fresh.status_code == 200  # issued under the new maximum (capped to an hour)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -21,13 +22,22 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from worker import platform
 from worker.core.logging import get_logger
-from worker.core.settings import Settings
-from worker.runtime.failures import DB_NOT_READY
+from worker.core.redact import redact
+from worker.core.settings import ConfigurationError, Settings
+from worker.runtime.failures import DB_NOT_READY, DB_REFUSED
 from worker.runtime.runtime import Runtime
 from worker.runtime.schedules import ScheduleRunner
 from worker.runtime.services import ServiceRunner
 from worker.runtime.worker import Worker
 from worker.sdk.registry import Registry
+
+EXIT_CONFIGURATION = 2  # settings that cannot work: refused credentials, an insecure address, a bad value
+EXIT_CANNOT_LISTEN = 3  # the HTTP port is taken or the address is not this machine's
+
+
+class CannotListen(Exception):
+    """The HTTP server could not bind its address."""
+
 
 # Starts the HTTP server of a process on the runtime; returns its task and how to stop it.
 HttpStarter = Callable[[Runtime], Awaitable[tuple["asyncio.Task[Any]", Callable[[], Awaitable[None]]]]]
@@ -42,7 +52,18 @@ async def run_process(
     types: Sequence[str] | None = None,
     concurrency: int | None = None,
 ) -> None:
+    """Raises ConfigurationError (nothing started) when the settings cannot work: a development
+    key on a public address, credentials the broker or the database refuses."""
     log = get_logger(component="process")
+    host = None
+    if http is not None or (worker and settings.worker_metrics_port):
+        host = settings.listen_host()  # InsecureConfiguration before anything starts
+        if settings.development_keys:
+            log.warning(
+                "development keys in use: listening on loopback only; set your own to serve other addresses",
+                keys=settings.development_keys,
+                host=host,
+            )
     runtime = platform.attach(Runtime(settings, registry))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,7 +92,7 @@ async def run_process(
             await services.start()
             stack.push_async_callback(services.stop)
             if http is None and settings.worker_metrics_port:
-                prometheus_client.start_http_server(settings.worker_metrics_port)
+                prometheus_client.start_http_server(settings.worker_metrics_port, addr=host or "127.0.0.1")
         waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
         if http is not None:
             serving, stop_serving = await http(runtime)
@@ -114,7 +135,10 @@ async def _start_with_retry(runtime: Runtime) -> None:
         before_sleep=waiting,
     ):
         with attempt:
-            await runtime.start()
+            try:
+                await runtime.start()
+            except DB_REFUSED as exc:
+                raise ConfigurationError(f"PostgreSQL refused IW_DATABASE_URL: {redact(str(exc))}") from None
 
 
 def types_option(value: str | None) -> list[str] | None:
@@ -126,14 +150,23 @@ def roles(*, worker: bool, http: HttpStarter | None) -> Callable[[argparse.Names
 
     def command(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
         async def go() -> int:
-            await run_process(
-                settings,
-                registry,
-                worker=worker,
-                http=http,
-                types=types_option(getattr(args, "types", None)),
-                concurrency=getattr(args, "concurrency", None),
-            )
+            try:
+                await run_process(
+                    settings,
+                    registry,
+                    worker=worker,
+                    http=http,
+                    types=types_option(getattr(args, "types", None)),
+                    concurrency=getattr(args, "concurrency", None),
+                )
+            except ConfigurationError as exc:
+                get_logger(component="process").error("cannot start", error=str(exc))
+                print(f"integration-worker: cannot start: {exc}", file=sys.stderr)
+                return EXIT_CONFIGURATION
+            except CannotListen as exc:
+                get_logger(component="process").error("cannot listen", error=str(exc))
+                print(f"integration-worker: {exc}", file=sys.stderr)
+                return EXIT_CANNOT_LISTEN
             return 0
 
         return int(uvloop.run(go()))

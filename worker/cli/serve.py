@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
 
-from worker.cli.process import roles
+from worker.cli.process import CannotListen, roles
 from worker.core.logging import get_logger
 from worker.platform.app import PlatformApp
 from worker.runtime.ingress import Ingress
@@ -22,11 +23,37 @@ from worker.runtime.runtime import Runtime
 
 
 class QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the process's shutdown path owns SIGTERM."""
+    """uvicorn without its own signal handling (the process's shutdown path owns SIGTERM), which
+    says when its start-up is over (`started` tells whether it succeeded)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.startup_over = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self.startup_over.set()
 
     @contextlib.contextmanager
     def capture_signals(self):  # type: ignore[no-untyped-def]
         yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port already taken is a clear error (uvicorn
+    would log it and exit from inside the event loop)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def http_server(app: Any, host: str, port: int) -> QuietServer:
@@ -62,11 +89,18 @@ def starter(
 ) -> Callable[[Runtime], Awaitable[tuple[asyncio.Task[Any], Callable[[], Awaitable[None]]]]]:
     async def start(runtime: Runtime) -> tuple[asyncio.Task[Any], Callable[[], Awaitable[None]]]:
         settings = runtime.settings
-        server = http_server(create_app(runtime, ingress=ingress, api=api), settings.http_host, settings.http_port)
-        serving = asyncio.create_task(server.serve())
-        get_logger(component="process").info(
-            "listening", host=settings.http_host, port=settings.http_port, ingress=ingress, api=api
-        )
+        host = settings.listen_host()
+        sock = bind(host, settings.http_port)
+        server = http_server(create_app(runtime, ingress=ingress, api=api), host, settings.http_port)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        over = asyncio.create_task(server.startup_over.wait())
+        await asyncio.wait({over, serving}, return_when=asyncio.FIRST_COMPLETED)
+        over.cancel()
+        if not server.started:  # the app's start-up failed (its lifespan said why)
+            sock.close()
+            serving.result()
+            raise CannotListen(f"the HTTP server on {host}:{settings.http_port} did not start")
+        get_logger(component="process").info("listening", host=host, port=settings.http_port, ingress=ingress, api=api)
 
         async def stop() -> None:
             server.should_exit = True  # stop accepting; requests in flight finish

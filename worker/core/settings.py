@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import cached_property
 from typing import Annotated, Literal
@@ -40,7 +41,11 @@ class Settings(BaseSettings):
         "many (at least 2). Both are opened at start.",
     )
 
-    http_host: str = Field(default="0.0.0.0", description="Address the HTTP server listens on.")  # noqa: S104
+    http_host: str | None = Field(
+        default=None,
+        description="Address the HTTP servers listen on. Unset: every address (0.0.0.0), or loopback only "
+        "(127.0.0.1) while the development keys are in use; with those keys another address is refused.",
+    )
     http_port: int = Field(default=8000, description="Port of the HTTP server (ingress, platform API, or both).")
     worker_metrics_port: int = Field(default=9101, description="`/metrics` of a worker started alone; 0: off.")
     public_url: str = Field(default="http://localhost:8000", description="The ingress as providers reach it.")
@@ -118,6 +123,27 @@ class Settings(BaseSettings):
             return [SecretStr(part.strip()) for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("secret_keys")
+    @classmethod
+    def _some_key(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if not value:
+            raise ValueError("no key: set IW_SECRET_KEYS (`integration-worker secrets generate-key` makes one)")
+        return value
+
+    @field_validator("signing_key")
+    @classmethod
+    def _signing_key_set(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("blank: set IW_SIGNING_KEY to a random string of at least 32 characters")
+        return value
+
+    @field_validator("admin_token", "service_token", mode="before")
+    @classmethod
+    def _blank_token_is_off(cls, value: object) -> object:
+        """An empty or blank token is no token: the API it guards stays off (fail closed)."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(raw, str) and not raw.strip() else value
+
     @field_validator("retry_delays", mode="before")
     @classmethod
     def _split_delays(cls, value: object) -> object:
@@ -156,6 +182,32 @@ class Settings(BaseSettings):
             return self.body_limits[type_]
         return declared if declared is not None else self.max_body_bytes
 
+    @property
+    def development_keys(self) -> list[str]:
+        """The settings still holding a development key from the source (public, so not secret)."""
+        found = []
+        if any(key.get_secret_value() == DEV_SECRET_KEY for key in self.secret_keys):
+            found.append("IW_SECRET_KEYS")
+        if self.signing_key.get_secret_value() == DEV_SIGNING_KEY:
+            found.append("IW_SIGNING_KEY")
+        return found
+
+    def listen_host(self) -> str:
+        """The address the HTTP servers bind: IW_HTTP_HOST, or every address, or loopback only while
+        a development key is in use (anyone who can reach the service could sign with it). Raises
+        InsecureConfiguration when IW_HTTP_HOST asks for a non-loopback address with such a key."""
+        dev = self.development_keys
+        if self.http_host is None:
+            return "127.0.0.1" if dev else "0.0.0.0"  # noqa: S104 - every address, with keys of the deployment's own
+        if dev and not is_loopback(self.http_host):
+            raise InsecureConfiguration(
+                f"IW_HTTP_HOST={self.http_host} would expose the service with the development "
+                f"{' and '.join(dev)} (public in the source): set {' and '.join(dev)} of your own "
+                "(`integration-worker secrets generate-key`; a random string of 32+ characters), "
+                "or listen on 127.0.0.1"
+            )
+        return self.http_host
+
     def check_production(self) -> None:
         """Refuse to run in production with the development keys."""
         if self.env != "production":
@@ -166,3 +218,36 @@ class Settings(BaseSettings):
             raise RuntimeError("IW_SIGNING_KEY must be set in production (the development key is refused)")
         if len(self.signing_key.get_secret_value()) < 32:
             raise RuntimeError("IW_SIGNING_KEY must be at least 32 characters")
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot work as they are (trying again cannot help): the process says why and
+    exits with status 2."""
+
+
+class InsecureConfiguration(ConfigurationError):
+    """Settings that would expose the service (a development key on a public address)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def blank_secret_fields(model: BaseSettings) -> list[str]:
+    """Names of `model`'s secret fields that are set but empty or blank: no secret at all."""
+    blank = []
+    for name in type(model).model_fields:
+        value = getattr(model, name, None)
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            blank.append(name)
+    return blank
+
+
+def env_name(model: type[BaseSettings], field: str) -> str:
+    """The environment variable of a settings field (`IW_GITHUB_WEBHOOK_SECRET`)."""
+    return f"{model.model_config.get('env_prefix', '')}{field}".upper()

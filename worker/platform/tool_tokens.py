@@ -3,7 +3,8 @@
     IW_SERVICE_TOKEN     all teams: a trusted service names the team (and user) in each request;
                          unset, this token is off
     a tool token         one team, and optionally one user: signed (IW_SIGNING_KEY, purpose
-                         `tool`), expiring (at most IW_TOOL_TOKEN_MAX_TTL), issued by the admin API
+                         `tool`), expiring (at most IW_TOOL_TOKEN_MAX_TTL, checked again when the
+                         token is presented: lowering it cuts tokens already out), issued by the admin API
                          (`POST /tool-tokens`) or `integration-worker tool-token`; what a request
                          names must match it (403 otherwise), and what it leaves out the token fills
 
@@ -86,7 +87,9 @@ def caller(request: Request, settings: Settings) -> ToolCaller | Response:
     if settings.service_token is not None and bearer_ok(request, settings.service_token):
         return ToolCaller(team_id=None)
     try:
-        claims = signing.verify(settings.signing_key.get_secret_value(), PURPOSE, token.strip())
+        claims = signing.verify(
+            settings.signing_key.get_secret_value(), PURPOSE, token.strip(), max_ttl=settings.tool_token_max_ttl
+        )
     except signing.InvalidSignedToken as exc:
         return error(401, f"tool token refused: {exc}")
     team = claims.get("team")

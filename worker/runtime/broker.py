@@ -14,11 +14,13 @@ from typing import Any
 
 import aio_pika
 import aio_pika.exceptions
+import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from worker.core.logging import get_logger
 from worker.core.redact import redact
+from worker.core.settings import ConfigurationError
 from worker.runtime import amqp
 from worker.runtime.amqp import Properties
 from worker.runtime.topology import Topology, declare, message_id_for
@@ -34,6 +36,31 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 
 class BrokerUnavailable(Exception):
     """The broker did not confirm a publish (down, unreachable, refused or timed out)."""
+
+
+class BrokerRefused(ConfigurationError):
+    """The broker refused IW_AMQP_URL's credentials or vhost (403 ACCESS_REFUSED, 530 NOT_ALLOWED):
+    final, not retried; the message never holds the password."""
+
+
+def refused(exc: BaseException) -> BrokerRefused | None:
+    """The refusal `exc` stands for, when it is one (the hot-path client's or aio-pika's)."""
+    if isinstance(exc, BrokerRefused):
+        return exc
+    if isinstance(exc, amqp.AccessRefused):
+        return BrokerRefused(
+            f"the broker refused IW_AMQP_URL: {exc.code} {redact(exc.text)} (check the user, password and vhost)"
+        )
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+        return BrokerRefused(
+            f"the broker refused IW_AMQP_URL's credentials: {redact(str(exc.args[0] if exc.args else exc))}"
+        )
+    return None
+
+
+def retry_broker(exc: BaseException) -> bool:
+    """Whether a failure to reach the broker is worth waiting out (a refusal is not)."""
+    return isinstance(exc, BROKER_ERRORS) and refused(exc) is None
 
 
 class Unroutable(BrokerUnavailable):
@@ -95,23 +122,32 @@ class Broker:
     # --- connecting ------------------------------------------------------------------------------------
 
     async def connect(self, *, declare_topology: bool = True) -> None:
+        """Connect the publisher and the management connection, and declare the topology.
+        BrokerRefused when the broker refuses the credentials or the vhost (final)."""
         self._closing = False
-        if self._management is None or self._management.is_closed:
-            self._management = await aio_pika.connect_robust(
-                self._url, client_properties={"connection_name": f"integration-worker/{self.topology.prefix}"}
-            )
-        if declare_topology:
-            channel = await self._management.channel()
-            try:
-                await declare(channel, self.topology)
-            finally:
-                await channel.close()
-        await self._connect_publisher()
+        try:
+            await self._connect_publisher()  # first: the hot-path client says exactly why a login fails
+            if self._management is None or self._management.is_closed:
+                self._management = await aio_pika.connect_robust(
+                    self._url, client_properties={"connection_name": f"integration-worker/{self.topology.prefix}"}
+                )
+            if declare_topology:
+                channel = await self._management.channel()
+                try:
+                    await declare(channel, self.topology)
+                finally:
+                    await channel.close()
+        except BROKER_ERRORS as exc:
+            final = refused(exc)
+            if final is not None:
+                raise final from None
+            raise
 
     async def connect_with_retry(self, *, declare_topology: bool = True) -> None:
-        """Connect, waiting for the broker if it is not up yet (0.5 s doubling to 10 s)."""
+        """Connect, waiting for the broker if it is not up yet (0.5 s doubling to 10 s); a refusal
+        of the credentials or vhost is raised at once (BrokerRefused)."""
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(BROKER_ERRORS),
+            retry=retry_if_exception(retry_broker),
             wait=wait_exponential_jitter(multiplier=0.5, max=10.0),
             before_sleep=self._log_retry("broker not reachable, retrying"),
         ):
@@ -126,6 +162,8 @@ class Broker:
         return log
 
     async def _connect_publisher(self) -> None:
+        if self._connection is not None and not self._connection.is_closed:
+            return
         connection = await amqp.Connection.open(self._url, name=f"integration-worker/{self.topology.prefix}/publish")
         channel = await connection.channel(confirms=True)
         self._connection, self._channel = connection, channel
@@ -142,8 +180,9 @@ class Broker:
         self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(), name="iw-broker-reconnect")
 
     async def _reconnect(self) -> None:
+        # Running already: even a refusal is retried (permissions can be mended while we wait).
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(BROKER_ERRORS),
+            retry=retry_if_exception(lambda exc: isinstance(exc, BROKER_ERRORS)),
             wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
             before_sleep=self._log_retry("publisher still away, retrying"),
         ):

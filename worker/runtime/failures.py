@@ -46,6 +46,12 @@ DB_NOT_READY: tuple[type[Exception], ...] = (
     asyncpg.TooManyConnectionsError,
 )
 
+# PostgreSQL refused who we are or what we asked for: the settings must change.
+DB_REFUSED: tuple[type[Exception], ...] = (
+    asyncpg.InvalidAuthorizationSpecificationError,  # no such role, wrong password, pg_hba refusal
+    asyncpg.InvalidCatalogNameError,  # no such database
+)
+
 _DB_TRANSIENT: tuple[type[Exception], ...] = (
     *DB_UNAVAILABLE,
     asyncpg.exceptions.TooManyConnectionsError,

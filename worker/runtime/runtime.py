@@ -15,7 +15,7 @@ from schemas.rows import IntegrationRow
 from worker.core.logging import get_logger
 from worker.core.redact import register_secret
 from worker.core.secrets import SecretBox
-from worker.core.settings import Settings
+from worker.core.settings import Settings, blank_secret_fields, env_name
 from worker.runtime import migrations, store
 from worker.runtime.backend import RuntimeBackend
 from worker.runtime.broker import Broker
@@ -65,7 +65,7 @@ class Runtime:
         self.broker = Broker(settings.amqp_url.get_secret_value(), self.topology)
         integration_settings: dict[str, BaseSettings | None] = {}
         for integration in registry:
-            instance = integration.settings() if integration.settings is not None else None
+            instance = _without_blank_secrets(integration.settings()) if integration.settings is not None else None
             integration_settings[integration.type] = instance
             if instance is not None:
                 _register_secret_fields(instance)
@@ -210,6 +210,24 @@ class Runtime:
     async def commit(self, staged: Staged) -> None:
         """Commit one unit of work (an install, an OAuth callback) and publish its outbox."""
         await self.unit_of_work.commit_staged(staged)
+
+
+def _without_blank_secrets(model: BaseSettings) -> BaseSettings:
+    """An integration's settings with every empty or blank secret unset: no secret at all, so what
+    needs it fails closed (a webhook signed with the empty key is refused, not accepted). A secret
+    the settings require cannot be unset: that is a start-up error naming the variable."""
+    blank = blank_secret_fields(model)
+    if not blank:
+        return model
+    fields = type(model).model_fields
+    required = [name for name in blank if fields[name].is_required()]
+    if required:
+        names = ", ".join(env_name(type(model), name) for name in required)
+        raise ValueError(f"{names}: set but blank; a secret must not be empty")
+    log = get_logger(component="runtime")
+    for name in blank:
+        log.warning("secret set but blank: treated as unset", setting=env_name(type(model), name))
+    return model.model_copy(update=dict.fromkeys(blank))
 
 
 def _register_secret_fields(model: BaseSettings) -> None:

@@ -14,17 +14,21 @@ from worker.runtime.amqp.channel import Channel, Delivery, OnDelivery
 from worker.runtime.amqp.connection import Connection
 from worker.runtime.amqp.frames import Properties
 from worker.runtime.amqp.types import (
+    AccessRefused,
     AmqpError,
     ChannelClosed,
+    ClosedByBroker,
     ConnectionLost,
     Nacked,
     Unroutable,
 )
 
 __all__ = [
+    "AccessRefused",
     "AmqpError",
     "Channel",
     "ChannelClosed",
+    "ClosedByBroker",
     "Connection",
     "ConnectionLost",
     "Delivery",

@@ -16,7 +16,7 @@ from pamqp.base import Frame
 
 from worker.runtime.amqp import frames as wire
 from worker.runtime.amqp.channel import Channel
-from worker.runtime.amqp.types import AmqpError, ConnectionLost
+from worker.runtime.amqp.types import AmqpError, ConnectionLost, closed_by_broker
 
 _CAPABILITIES: dict[str, Any] = {
     "publisher_confirms": True,
@@ -176,7 +176,7 @@ class Connection(asyncio.Protocol):
         if isinstance(frame, spec.Connection.Close):
             with contextlib.suppress(ConnectionLost):
                 self.send(0, spec.Connection.CloseOk())
-            self.abort(ConnectionLost(f"the broker closed the connection: {frame.reply_code} {frame.reply_text}"))
+            self.abort(closed_by_broker(frame.reply_code or 0, str(frame.reply_text)))
             return
         if isinstance(frame, spec.Connection.Blocked | spec.Connection.Unblocked):
             return  # publishes wait for their confirms meanwhile; their timeouts say the rest

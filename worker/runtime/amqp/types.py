@@ -16,6 +16,29 @@ class ConnectionLost(AmqpError):
     pass
 
 
+class ClosedByBroker(ConnectionLost):
+    """The broker closed the connection, with its reply code (320 CONNECTION_FORCED: a node
+    stopping; 501/505: a frame it could not read; 541 INTERNAL_ERROR)."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"the broker closed the connection: {code} {text}")
+        self.code = code
+        self.text = text
+
+
+class AccessRefused(ClosedByBroker):
+    """403 ACCESS_REFUSED (wrong user or password, no permission on the vhost) or 530 NOT_ALLOWED
+    (no such vhost): trying again cannot help, the settings must change."""
+
+
+# Reply codes after which a connection is not worth opening again with the same settings.
+REFUSED_CODES = frozenset({403, 530})
+
+
+def closed_by_broker(code: int, text: str) -> ClosedByBroker:
+    return (AccessRefused if code in REFUSED_CODES else ClosedByBroker)(code, text)
+
+
 class ChannelClosed(AmqpError):
     pass
 
