@@ -24,10 +24,9 @@ import orjson
 
 from bench import system
 from integrations.registry import REGISTRY
-from schemas.envelope import Envelope, dumps_envelope
+from schemas.envelope import Envelope
 from worker.core.settings import Settings
 from worker.platform import attach
-from worker.runtime.broker import Outgoing
 from worker.runtime.runtime import Runtime
 
 SECRET = "bench-webhook-secret"
@@ -76,28 +75,32 @@ def pr_payload(n: int, updates: int = 1) -> dict[str, Any]:
     }
 
 
-def webhook(n: int, updates: int = 1) -> Envelope:
+def webhook(n: int, updates: int = 1, installation: int = INSTALLATION) -> Envelope:
+    payload = pr_payload(n, updates)
+    payload["installation"] = {"id": installation}
     return Envelope(
         id=f"github:{uuid.uuid4()}",
         type="github",
         kind="webhook",
         name="pull_request",
-        external_team_id=str(INSTALLATION),
-        payload=pr_payload(n, updates),
+        external_team_id=str(installation),
+        payload=payload,
     )
 
 
-async def prepared(settings: Settings) -> Runtime:
+async def prepared(settings: Settings, teams: dict[str, int] | None = None) -> Runtime:
+    """The runtime, with GitHub installed for each team (name -> installation id)."""
     runtime = attach(Runtime(settings, REGISTRY))
     await runtime.start()
-    await runtime.pool.execute(
-        "INSERT INTO integrations (team_id, external_team_id, name, type, config) VALUES ($1, $2, 'GitHub', 'github', $3)"
-        " ON CONFLICT DO NOTHING",
-        TEAM,
-        str(INSTALLATION),
-        # no pull request comments: the peers' job is the webhook's row, and no GitHub answers here
-        {"installationId": INSTALLATION, "taskComments": False},
-    )
+    for team, installation in (teams or {TEAM: INSTALLATION}).items():
+        await runtime.pool.execute(
+            "INSERT INTO integrations (team_id, external_team_id, name, type, config)"
+            " VALUES ($1, $2, 'GitHub', 'github', $3) ON CONFLICT DO NOTHING",
+            team,
+            str(installation),
+            # no pull request comments: the peers' job is the webhook's row, and no GitHub answers here
+            {"installationId": installation, "taskComments": False},
+        )
     return runtime
 
 
@@ -107,16 +110,18 @@ async def reset(runtime: Runtime) -> None:
     )
     channel = await runtime.broker.channel(confirms=False)
     try:
-        for name in (runtime.topology.queue("github"), f"{runtime.settings.broker_prefix}.bench-results"):
-            queue = await channel.declare_queue(name, passive=name.endswith("github"), durable=True)
-            await queue.purge()
+        for name in runtime.topology.queues("github"):
+            await (await channel.declare_queue(name, passive=True)).purge()
+        results = await channel.declare_queue(f"{runtime.settings.broker_prefix}.bench-results", durable=True)
+        await results.purge()
     finally:
         await channel.close()
     await runtime.pool.execute("CHECKPOINT")
 
 
 def _spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    log = open(os.environ["BENCH_WORKER_LOG"], "ab") if os.environ.get("BENCH_WORKER_LOG") else subprocess.DEVNULL  # noqa: SIM115
+    path = env.get("BENCH_WORKER_LOG") or os.environ.get("BENCH_WORKER_LOG")
+    log = open(path, "ab") if path else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -141,9 +146,7 @@ async def worker(
         await results.bind(runtime.topology.results, "task.#")  # a consumer of the results, as the platform
         for start in range(0, events, 2000):
             batch = [webhook(n, updates) for n in range(start, min(events, start + 2000))]
-            outcomes = await runtime.broker.publish_many(
-                [Outgoing(runtime.topology.incoming, e.routing_key, dumps_envelope(e), message_id=e.id) for e in batch]
-            )
+            outcomes = await runtime.broker.publish_many([runtime.outgoing(e) for e in batch])
             if any(outcomes):
                 raise SystemExit(f"preload failed: {next(o for o in outcomes if o)}")
         before, started = system.processes(), time.time()
@@ -200,20 +203,28 @@ WARM_UP = 2.0  # seconds of the run not counted: the worker's first statements a
 
 
 async def latency(
-    settings: Settings, env: dict[str, str], rate: float, seconds: float, profile: str | None = None
+    settings: Settings,
+    env: dict[str, str],
+    rate: float,
+    seconds: float,
+    profile: str | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Webhooks published at a steady `rate` (as the ingress would), a worker running: p50/p99 of
-    accepted (published) to row committed (its transaction's start, as the peers measure it),
-    after the first WARM_UP seconds."""
+    """Webhooks published at a steady `rate` (as the ingress would), `workers` worker processes
+    running: p50/p99 of accepted (published) to row committed (its transaction's start, as the
+    peers measure it), after the first WARM_UP seconds."""
     runtime = await prepared(settings)
     try:
         await reset(runtime)
-        process = _spawn(env, "worker", "--types", "github")
+        processes = [_spawn(env, "worker", "--types", "github") for _ in range(workers)]
+        process = processes[0]
         profiler = None
         try:
             while await runtime.pool.fetchval("SELECT count(*) FROM schedules") == 0:  # the worker is up
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(0.5)
+            while await runtime.pool.fetchval("SELECT count(*) FROM worker_members") < workers:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2.0)  # the shards split between them
             profiler = _profile(process.pid, profile) if profile else None
             before, busy_before = system.processes(), system.busy()
             sent: dict[str, float] = {}
@@ -239,11 +250,13 @@ async def latency(
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(timeout=30)
-            _stop(process)
+            for each in processes:
+                _stop(each)
         counted = min(sent.values()) + WARM_UP
         delays = sorted((float(r["at"]) - sent[r["id"]]) * 1000 for r in rows if sent.get(r["id"], 0) >= counted)
         return {
             "rate": rate,
+            "workers": workers,
             "messages": len(delays),
             "p50_ms": round(delays[len(delays) // 2], 2),
             "p99_ms": round(delays[int(len(delays) * 0.99)], 2),

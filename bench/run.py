@@ -6,6 +6,9 @@ figures drift). See bench/README.md.
     python bench/run.py --peers ~/peers                  # with the plain peers, interleaved, and ratios
     python bench/run.py --updates 1 --skip-ingress       # the worst case of the worker
     python bench/run.py --skip-ingress --skip-latency --profile /tmp/worker.txt   # py-spy
+    python bench/run.py --contended --workers 1,2,3      # many workers on a backlog whose keys collide
+    python bench/run.py --fairness --workers 2           # a quiet team's latency beside a burst
+    python bench/run.py --skip-worker --skip-ingress --latency-workers 2
 
 Everything of the project runs in its own schema and broker prefix, removed afterwards.
 """
@@ -27,7 +30,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import ours, peers
+from bench import ours, peers, scale
 from integrations.registry import REGISTRY
 from worker.core.settings import Settings
 from worker.platform import attach
@@ -61,6 +64,13 @@ async def main() -> None:
     parser.add_argument("--skip-ingress", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--json", help="also write every run's figures to this file")
+    parser.add_argument("--workers", default="1,2,3", help="worker processes of --contended (a list) and --fairness")
+    parser.add_argument("--contended", action="store_true", help="only: drain interleaved backlogs with --workers")
+    parser.add_argument("--prs", type=int, default=1000, help="pull requests of the contended backlog")
+    parser.add_argument("--fairness", action="store_true", help="only: a quiet team's latency beside a burst")
+    parser.add_argument("--burst", type=int, default=50_000, help="events of the bursting team (--fairness)")
+    parser.add_argument("--quiet-rate", type=float, default=20.0, help="events/s of the quiet team (--fairness)")
+    parser.add_argument("--latency-workers", type=int, default=1, help="worker processes of the latency run")
     args = parser.parse_args()
     suffix = uuid.uuid4().hex[:8]
     env = ours.environment(f"bench_{suffix}", f"bench{suffix}")
@@ -73,6 +83,9 @@ async def main() -> None:
         print(f"{name}: {json.dumps(result)}", flush=True)
 
     try:
+        if args.contended or args.fairness:
+            await _scaling(args, settings, env, record)
+            return
         for _ in range(args.runs):
             if not args.skip_worker:
                 record("worker", await ours.worker(settings, env, args.events, args.updates, args.profile))
@@ -81,7 +94,12 @@ async def main() -> None:
                         record(peer, peers.consumer(args.peers, peer, events=args.events, rate=0, seconds=0))
             if not args.skip_latency:
                 profile = args.profile if args.skip_worker else None
-                record("latency", await ours.latency(settings, env, args.rate, args.latency_seconds, profile))
+                record(
+                    "latency",
+                    await ours.latency(
+                        settings, env, args.rate, args.latency_seconds, profile, workers=args.latency_workers
+                    ),
+                )
                 if args.peers:
                     figures_ = peers.consumer(
                         args.peers, "aiopika_batch", events=2000, rate=args.rate, seconds=args.latency_seconds
@@ -99,6 +117,23 @@ async def main() -> None:
     _summary(figures)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+async def _scaling(args: argparse.Namespace, settings: Settings, env: dict[str, str], record: Any) -> None:
+    counts = [int(n) for n in args.workers.split(",")]
+    for _ in range(args.runs):
+        if args.contended:
+            log = f"/tmp/bench-contended-{os.getpid()}.log"
+            found = await scale.contended(settings, env, args.events, args.prs, counts, log)
+            for name, figures_ in found.items():
+                record(name, figures_)
+            ratio = found[f"contended_{counts[-1]}"]["events_s"] / found[f"uncontended_{counts[-1]}"]["events_s"]
+            print(f"  contended/uncontended with {counts[-1]} workers: {ratio:.2f}x", flush=True)
+            if len(counts) > 1:
+                two_over_one = found[f"contended_{counts[1]}"]["events_s"] / found[f"contended_{counts[0]}"]["events_s"]
+                print(f"  contended, {counts[1]} workers / {counts[0]}: {two_over_one:.2f}x", flush=True)
+        if args.fairness:
+            record("fairness", await scale.fairness(settings, env, args.burst, args.quiet_rate, counts[-1]))
 
 
 def _summary(figures: dict[str, list[dict[str, Any]]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import uuid
@@ -90,6 +91,42 @@ class Envelope(BaseModel):
 
 class InvalidEnvelope(ValueError):
     pass
+
+
+# --- ordering keys ----------------------------------------------------------------------------------
+
+KEY_HEADER = "iw-key"
+"""The AMQP header holding a message's ordering key. A type's messages are spread over its shard
+queues by this header (RabbitMQ's consistent-hash exchange); messages with one key land on one
+shard and run one after another, in the order the broker took them. A message without it is
+ordered with every other keyless message of its type (one shard)."""
+
+KEY_MAX = 512
+
+
+def tenant_of(type_: str, integration_id: str | None, external_team_id: str | None, team_id: str | None) -> str:
+    """Whose message this is, as the fairness between teams counts it: the integration, else the
+    provider account, else the team (the first part of every key)."""
+    if integration_id:
+        return f"i:{integration_id}"
+    if external_team_id:
+        return f"x:{type_}:{external_team_id}"
+    if team_id:
+        return f"t:{team_id}"
+    return f"-:{type_}"
+
+
+def message_key(tenant: str, detail: str | None) -> str:
+    """`<tenant>` (one order for all of the tenant's messages of a kind) or `<tenant>|<detail>`
+    (one order per thing: a pull request, a thread, a task). At most KEY_MAX characters."""
+    key = tenant if not detail else f"{tenant}|{detail}"
+    if len(key) > KEY_MAX:
+        key = f"{tenant[:256]}|sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+    return key
+
+
+def tenant_of_key(key: str) -> str:
+    return key.partition("|")[0]
 
 
 def dumps_envelope(envelope: Envelope) -> bytes:

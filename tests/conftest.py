@@ -131,6 +131,9 @@ def env(
         "IW_ADMIN_TOKEN": "test-admin-token-" + suffix,
         "IW_SERVICE_TOKEN": "test-service-token-" + suffix,
         "IW_RETRY_DELAYS": "0.2,0.4",
+        "IW_SHARDS": "2",  # every shard queue is a quorum queue: two keep each test's topology quick
+        "IW_REBALANCE_INTERVAL": "0.2",
+        "IW_WORKER_TTL": "2",
         "IW_DATABASE_POOL_SIZE": "4",
         "IW_SHUTDOWN_GRACE": "10",
         "IW_OUTBOX_RELAY_INTERVAL": "0.5",
@@ -345,17 +348,44 @@ def pull_request_payload(
     }
 
 
-async def queue_consumers(runtime: Runtime, queue_name: str) -> int:
+async def _declared(runtime: Runtime, queues: str | list[str]) -> list[Any]:
+    names = [queues] if isinstance(queues, str) else queues
     connection = await aio_pika.connect(runtime.settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(queue_name, passive=True)
-        return int(queue.declaration_result.consumer_count or 0)
+        return [(await channel.declare_queue(name, passive=True)).declaration_result for name in names]
 
 
-async def queue_depth(runtime: Runtime, queue_name: str) -> int:
+async def queue_consumers(runtime: Runtime, queues: str | list[str]) -> int:
+    """Consumers of a queue, or of every queue of a list (a type's shards): the active and those waiting."""
+    return sum(int(result.consumer_count or 0) for result in await _declared(runtime, queues))
+
+
+@contextlib.asynccontextmanager
+async def held(
+    runtime: Runtime, queues: list[str], quiet: float = 0.5
+) -> AsyncIterator[list[aio_pika.abc.AbstractIncomingMessage]]:
+    """The messages on these queues (a type's shards), taken by a consumer that never acknowledges
+    them: back on their queue when it goes, as with a worker that dies. (Shard queues have a single
+    active consumer, which RabbitMQ's basic.get does not serve.)"""
     connection = await aio_pika.connect(runtime.settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(queue_name, passive=True)
-        return int(queue.declaration_result.message_count or 0)
+        await channel.set_qos(prefetch_count=10_000)
+        taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            taken.append(message)
+
+        for name in queues:
+            await (await channel.get_queue(name, ensure=False)).consume(take)
+        seen = -1
+        while seen != len(taken):  # until nothing more came for `quiet` seconds
+            seen = len(taken)
+            await asyncio.sleep(quiet)
+        yield taken
+
+
+async def queue_depth(runtime: Runtime, queues: str | list[str]) -> int:
+    """Messages ready in a queue, or in every queue of a list (a type's shards)."""
+    return sum(int(result.message_count or 0) for result in await _declared(runtime, queues))

@@ -73,7 +73,7 @@ async def test_bad_signature_is_refused_and_nothing_is_enqueued(
 
     assert response.status_code == 401
     assert "signature" in response.json()["error"].lower()
-    assert await queue_depth(runtime, runtime.topology.queue("github")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("github")) == 0
 
 
 async def test_the_same_delivery_twice_is_handled_once(
@@ -113,7 +113,7 @@ async def test_the_same_delivery_twice_is_handled_once(
 
 
 async def _depth_zero(runtime: Runtime) -> bool:
-    return await queue_depth(runtime, runtime.topology.queue("github")) == 0
+    return await queue_depth(runtime, runtime.topology.queues("github")) == 0
 
 
 async def test_a_burst_of_events_for_one_pull_request_publishes_each_status_once(

@@ -153,4 +153,4 @@ async def _is(runtime: Runtime, status: str) -> bool:
 
 
 async def _queue_empty(runtime: Runtime) -> bool:
-    return await queue_depth(runtime, runtime.topology.queue("github")) == 0
+    return await queue_depth(runtime, runtime.topology.queues("github")) == 0

@@ -31,7 +31,7 @@ async def test_body_over_the_types_limit_is_413_before_anything_else(runtime: Ru
         response = await client.post("/webhooks/github", content=body, headers=headers)
     assert response.status_code == 413
     assert "1000 bytes" in response.json()["error"]
-    assert await queue_depth(runtime, runtime.topology.queue("github")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("github")) == 0
 
 
 async def test_github_accepts_large_payloads_by_default(ingress: httpx.AsyncClient, runtime: Runtime) -> None:
@@ -60,7 +60,7 @@ async def test_bad_github_requests_get_clear_errors(
     response = await ingress.post("/webhooks/github", content=body, headers=headers)
     assert response.status_code == status
     assert message in response.json()["error"]
-    assert await queue_depth(runtime, runtime.topology.queue("github")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("github")) == 0
 
 
 async def test_signed_but_not_json_is_400(ingress: httpx.AsyncClient) -> None:
@@ -77,7 +77,7 @@ async def test_ping_is_answered_without_publishing(ingress: httpx.AsyncClient, r
     response = await ingress.post("/webhooks/github", content=body, headers=headers)
     assert response.status_code == 200
     assert response.json()["status"] == "pong"
-    assert await queue_depth(runtime, runtime.topology.queue("github")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("github")) == 0
 
 
 async def test_without_a_webhook_secret_every_github_webhook_is_refused(
@@ -126,7 +126,7 @@ async def test_accepted_webhook_waits_on_the_queue_until_a_worker_takes_it(
     assert (await ingress.post("/webhooks/github", content=body, headers=headers)).status_code == 202
 
     async def depth_is_one() -> bool:
-        return await queue_depth(runtime, runtime.topology.queue("github")) == 1
+        return await queue_depth(runtime, runtime.topology.queues("github")) == 1
 
     assert await eventually(depth_is_one)
 

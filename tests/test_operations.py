@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from integrations.registry import REGISTRY
-from tests.conftest import eventually, queue_depth, teardown
+from tests.conftest import eventually, held, queue_depth, teardown
 from tests.helpers import cli, publish
 from tests.support.probe import PROBE_REGISTRY, PROVIDER
 from worker.cli import dead
@@ -144,14 +144,8 @@ async def test_dead_replay_all_sends_every_parked_message_back_with_its_attempts
         assert [p["id"] for p in dead_list(cli_env)] == ["poison-r"]
 
         # back on their queue, as on their first delivery
-        probe_queue = runtime.topology.queue("probe")
-        connection = await aio_pika.connect(runtime.settings.amqp_url.get_secret_value())
-        async with connection:
-            channel = await connection.channel()
-            queue = await channel.get_queue(probe_queue, ensure=False)
-            waiting = []
-            while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                waiting.append(message)  # not acknowledged: back on the queue when the channel closes
+        probe_queue = runtime.topology.queues("probe")
+        async with held(runtime, probe_queue) as waiting:
             back = {(m.routing_key, orjson.loads(m.body)["id"]): orjson.loads(m.body)["attempt"] for m in waiting}
         assert back == {("probe.command.write", e.id): 0 for e in writes}
 
@@ -178,26 +172,22 @@ async def test_a_message_never_settled_is_parked_by_the_delivery_limit(
 ) -> None:
     async with probe_service(env, monkeypatch, IW_DELIVERY_LIMIT="2") as (runtime, cli_env):
         envelope = await publish(runtime, "probe", "command", "write", {"key": "loop", "value": 1}, team_id=TEAM)
-        probe_queue = runtime.topology.queue("probe")
-        connection = await aio_pika.connect(runtime.settings.amqp_url.get_secret_value())
+        probe_queue = runtime.topology.queues("probe")
         deliveries = 0
-        async with connection:
-            # A worker that dies mid-handler: it takes the message, and its channel goes away
-            # without an acknowledgement; the broker gives the message to the next one, until
-            # the delivery limit parks it.
-            async def dies_with_it_until_parked() -> bool:
-                nonlocal deliveries
-                channel = await connection.channel()
-                queue = await channel.get_queue(probe_queue, ensure=False)
-                message = await queue.get(no_ack=False, fail=False)
-                await channel.close()
-                if message is not None:
-                    assert orjson.loads(message.body)["id"] == envelope.id
+
+        # A worker that dies mid-handler: it takes the message, and goes away without an
+        # acknowledgement; the broker gives the message to the next one, until the delivery
+        # limit parks it.
+        async def dies_with_it_until_parked() -> bool:
+            nonlocal deliveries
+            async with held(runtime, probe_queue, quiet=0.2) as taken:
+                if taken:
+                    assert [orjson.loads(m.body)["id"] for m in taken] == [envelope.id]
                     deliveries += 1
                     return False
-                return await queue_depth(runtime, runtime.topology.parked) == 1
+            return await queue_depth(runtime, runtime.topology.parked) == 1
 
-            await eventually(dies_with_it_until_parked)
+        await eventually(dies_with_it_until_parked)
         assert deliveries == 3  # the first delivery and IW_DELIVERY_LIMIT more
 
         parked = await parked_ids(runtime, cli_env, 1)
@@ -239,7 +229,7 @@ async def test_a_batch_that_keeps_failing_in_the_worker_ends_parked_by_the_deliv
         finally:
             await worker.stop()
         assert parked[0]["id"] == envelope.id and "a crash loop" in parked[0]["error"]
-        assert await queue_depth(runtime, runtime.topology.queue("probe")) == 0
+        assert await queue_depth(runtime, runtime.topology.queues("probe")) == 0
         assert await runtime.pool.fetchval("SELECT count(*) FROM processed_events") == 0
 
 

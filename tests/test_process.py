@@ -49,7 +49,7 @@ async def test_killing_the_worker_mid_flight_loses_nothing_and_repeats_nothing(
     finally:
         await survivor.stop()
     assert len(github.comments) == 1  # the redelivered command found its own comment
-    assert await queue_depth(runtime, runtime.topology.queue("github")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("github")) == 0
 
 
 async def test_sigterm_lets_the_handler_in_flight_finish_then_exits(
@@ -72,7 +72,7 @@ async def test_sigterm_lets_the_handler_in_flight_finish_then_exits(
             process.kill()
     assert code == 0, output
     assert await runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", envelope.id) == 1
-    assert await queue_depth(runtime, runtime.topology.queue("github")) == 0  # acknowledged, not requeued
+    assert await queue_depth(runtime, runtime.topology.queues("github")) == 0  # acknowledged, not requeued
     assert len(github.comments) == 1
     assert '"outcomes":{"success":1}' in output and "worker stopped" in output
 

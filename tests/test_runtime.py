@@ -166,9 +166,10 @@ async def test_worker_consumes_only_its_types(probe_runtime: Runtime) -> None:
     await worker.start()
     try:
         await publish(probe_runtime, "probe", "command", "write", {"key": "x", "value": 1}, team_id=TEAM)
-        probe_queue = probe_runtime.topology.queue("probe")
+        probe_queue = probe_runtime.topology.queues("probe")
         assert await queue_consumers(probe_runtime, probe_queue) == 0  # nobody takes it
-        assert await queue_consumers(probe_runtime, probe_runtime.topology.queue("github")) == 1
+        github = probe_runtime.topology.queues("github")
+        assert await queue_consumers(probe_runtime, github) == len(github)  # each of its shards
         assert await queue_depth(probe_runtime, probe_queue) == 1
     finally:
         await worker.stop()
@@ -268,7 +269,7 @@ async def test_a_dispatch_bug_returns_only_what_it_had_not_handed_over(
     try:
         await eventually(lambda: probe_runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", good.id))
         await eventually(lambda: dead.list_parked(probe_runtime.broker, None))
-        probe_queue = probe_runtime.topology.queue("probe")
+        probe_queue = probe_runtime.topology.queues("probe")
 
         async def drained() -> bool:  # nothing sent back is left to come again
             return await queue_depth(probe_runtime, probe_queue) == 0
@@ -311,7 +312,7 @@ async def test_a_copy_that_waited_for_one_sent_back_is_sent_back_too_not_lost(
     # runs; that copy then fails and cannot reach the retry queue (the broker's publisher is away
     # too) nor be requeued (its channel is gone). The redelivered copy is the only one left.
     GATE.reset()
-    queue = probe_runtime.topology.queue("probe")
+    queue = probe_runtime.topology.queues("probe")
     payload = {"key": "only-copy", "value": 1, "gated": True, "fail_first": True}
     await publish(probe_runtime, "probe", "command", "write", payload, team_id=TEAM)
     await eventually(lambda: GATE.waiting == 1)
@@ -323,7 +324,7 @@ async def test_a_copy_that_waited_for_one_sent_back_is_sent_back_too_not_lost(
     async def redelivered() -> bool:
         return (
             consumer.is_closed
-            and await queue_consumers(probe_runtime, queue) == 1
+            and await queue_consumers(probe_runtime, queue) == len(queue)  # every shard consumed again
             and (await queue_depth(probe_runtime, queue) == 0)
         )
 
@@ -380,3 +381,30 @@ async def test_a_handler_cancelled_from_within_is_retried_and_the_batch_goes_on(
     await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 4 FROM probe_rows"), timeout=30)
     done = {r["id"] for r in await probe_runtime.pool.fetch("SELECT id FROM processed_events")}
     assert done == {cancelled.id, *(o.id for o in others)}
+
+
+@pytest.mark.parametrize(("code", "reason"), [("40P01", "deadlock"), ("40001", "serialization")])
+async def test_a_deadlocked_commit_is_tried_again_in_place_not_sent_to_the_retry_queue(
+    probe_runtime: Runtime, probe_worker: Worker, code: str, reason: str
+) -> None:
+    # The commit fails twice the way PostgreSQL fails a transaction that lost a deadlock (or a
+    # serialization check), then goes through.
+    await probe_runtime.pool.execute(f"""
+        CREATE SEQUENCE probe_contention;
+        CREATE FUNCTION probe_contended(team text) RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('probe_contention') <= 2 THEN
+                RAISE EXCEPTION 'contended (test)' USING ERRCODE = '{code}';
+            END IF;
+        END $$;""")
+    retried_before = REGISTRY.get_sample_value("iw_retried_total", {"type": "probe"}) or 0.0
+    contended_before = REGISTRY.get_sample_value("iw_commit_retries_total", {"reason": reason}) or 0.0
+    envelope = await publish(
+        probe_runtime, "probe", "command", "write", {"key": "c", "value": 1, "contended": True}, team_id=TEAM
+    )
+    await eventually(lambda: probe_runtime.pool.fetchval("SELECT 1 FROM processed_events WHERE id = $1", envelope.id))
+
+    assert await probe_runtime.pool.fetchval("SELECT value FROM probe_rows WHERE key = 'c'") == 1
+    assert (REGISTRY.get_sample_value("iw_commit_retries_total", {"reason": reason}) or 0.0) == contended_before + 2
+    assert (REGISTRY.get_sample_value("iw_retried_total", {"type": "probe"}) or 0.0) == retried_before  # not sent
+    assert await probe_runtime.pool.fetchval("SELECT nextval('probe_contention')") == 4  # three tries, no more

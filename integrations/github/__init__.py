@@ -6,7 +6,7 @@ from pathlib import Path
 from integrations.github import comment, handle, installations, tools, users, verify
 from integrations.github.config import GithubConfig, GithubSettings
 from integrations.github.oauth import GithubOAuth
-from worker.sdk import Action, Integration, Lifecycle, UserLinks
+from worker.sdk import Action, Integration, Lifecycle, UserLinks, payload_key, unordered
 
 integration = Integration(
     type="github",
@@ -24,6 +24,7 @@ integration = Integration(
             comment.CommentInput,
             comment.CommentOutput,
             comment.run,
+            key=payload_key("repository", "issue_number"),  # an agent's comments on one issue, in order
         ),
         Action(
             "list_repositories",
@@ -31,6 +32,7 @@ integration = Integration(
             tools.ListRepositoriesInput,
             tools.ListRepositoriesOutput,
             tools.list_repositories,
+            key=unordered,
         ),
         Action(
             "list_branches",
@@ -38,6 +40,7 @@ integration = Integration(
             tools.ListBranchesInput,
             tools.ListBranchesOutput,
             tools.list_branches,
+            key=unordered,
         ),
         Action(
             "list_pull_requests",
@@ -45,6 +48,7 @@ integration = Integration(
             tools.ListPullRequestsInput,
             tools.ListPullRequestsOutput,
             tools.list_pull_requests,
+            key=unordered,
         ),
         Action(
             "pull_request_status",
@@ -52,6 +56,7 @@ integration = Integration(
             tools.PullRequestStatusInput,
             tools.PullRequestStatusOutput,
             tools.pull_request_status,
+            key=unordered,
         ),
         Action(
             "connect_repository",
@@ -59,6 +64,7 @@ integration = Integration(
             tools.ConnectRepositoryInput,
             tools.ConnectRepositoryOutput,
             tools.connect_repository,
+            key=payload_key("repository"),
         ),
     ],
     lifecycle=Lifecycle(validate=installations.validate, post_install=installations.sync_repositories),

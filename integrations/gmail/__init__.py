@@ -6,7 +6,7 @@ from pathlib import Path
 from integrations.gmail import emails, handle, push, watch
 from integrations.gmail.config import SCOPES, GmailConfig, GmailLinkConfig, GmailSettings
 from integrations.google_common.oauth import GoogleOAuthFlow
-from worker.sdk import Action, Integration, Lifecycle, Schedule, UserLinks
+from worker.sdk import Action, Integration, Lifecycle, Schedule, UserLinks, payload_key, unordered
 
 integration = Integration(
     type="gmail",
@@ -24,6 +24,7 @@ integration = Integration(
             emails.ListEmailsOutput,
             emails.list_emails,
             needs_user_link=True,
+            key=unordered,
         ),
         Action(
             "create_draft",
@@ -32,6 +33,7 @@ integration = Integration(
             emails.DraftOutput,
             emails.create_draft,
             needs_user_link=True,
+            key=unordered,
         ),
         Action(
             "send_draft",
@@ -40,6 +42,7 @@ integration = Integration(
             emails.SendDraftOutput,
             emails.send_draft,
             needs_user_link=True,
+            key=payload_key("draft_id"),
         ),
     ],
     lifecycle=Lifecycle(post_install=watch.post_install, pre_uninstall=watch.pre_uninstall),

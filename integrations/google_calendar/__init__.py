@@ -7,7 +7,7 @@ from pathlib import Path
 from integrations.google_calendar import channels, events, handle, user_links
 from integrations.google_calendar.config import SCOPES, CalendarConfig, CalendarLinkConfig, CalendarSettings
 from integrations.google_common.oauth import GoogleOAuthFlow
-from worker.sdk import Action, Integration, Lifecycle, Schedule, UserLinks
+from worker.sdk import Action, Integration, Lifecycle, Schedule, UserLinks, payload_key, unordered
 
 integration = Integration(
     type="google-calendar",
@@ -25,6 +25,7 @@ integration = Integration(
             events.CalendarEvent,
             events.create_event,
             needs_user_link=True,
+            key=unordered,
         ),
         Action(
             "update_event",
@@ -33,6 +34,7 @@ integration = Integration(
             events.CalendarEvent,
             events.update_event,
             needs_user_link=True,
+            key=payload_key("event_id"),
         ),
         Action(
             "delete_event",
@@ -41,6 +43,7 @@ integration = Integration(
             events.DeleteEventOutput,
             events.delete_event,
             needs_user_link=True,
+            key=payload_key("event_id"),
         ),
         Action(
             "list_events",
@@ -49,6 +52,7 @@ integration = Integration(
             events.ListEventsOutput,
             events.list_events,
             needs_user_link=True,
+            key=unordered,
         ),
     ],
     lifecycle=Lifecycle(post_install=channels.post_install, pre_uninstall=channels.pre_uninstall),

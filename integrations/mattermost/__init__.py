@@ -5,7 +5,7 @@ in the thread; team notifications go to a configured channel."""
 from integrations.mattermost import commands, files, install, listener, threads, verify
 from integrations.mattermost.config import MattermostConfig, MattermostSettings
 from integrations.mattermost.handle import HANDLERS
-from worker.sdk import Action, Integration, Lifecycle, Service
+from worker.sdk import Action, Integration, Lifecycle, Service, payload_key, per_integration, unordered
 
 integration = Integration(
     type="mattermost",
@@ -22,6 +22,7 @@ integration = Integration(
             commands.PostMessageInput,
             commands.PostOutput,
             commands.post_message,
+            key=payload_key("channel_id?", "user_id?", "root_id?"),  # a thread's posts in order
         ),
         Action(
             "update_message",
@@ -29,6 +30,7 @@ integration = Integration(
             commands.UpdateMessageInput,
             commands.PostOutput,
             commands.update_message,
+            key=payload_key("post_id"),
         ),
         Action(
             "add_reaction",
@@ -36,6 +38,7 @@ integration = Integration(
             commands.AddReactionInput,
             commands.AddReactionOutput,
             commands.add_reaction,
+            key=unordered,
         ),
         Action(
             "notify_team",
@@ -43,6 +46,7 @@ integration = Integration(
             commands.NotifyTeamInput,
             commands.PostOutput,
             commands.notify_team,
+            key=per_integration,  # the team's channel: its notifications in order
         ),
         Action(
             "read_thread",
@@ -51,6 +55,7 @@ integration = Integration(
             threads.ReadThreadOutput,
             threads.read_thread,
             needs_user_link=True,
+            key=unordered,
         ),
     ],
     lifecycle=Lifecycle(validate=install.validate),

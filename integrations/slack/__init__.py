@@ -4,7 +4,7 @@ people not linked yet); the agent answers in the thread. Installed through OAuth
 from integrations.slack import commands, files, install, oauth, threads, verify
 from integrations.slack.config import SlackConfig, SlackSettings
 from integrations.slack.handle import HANDLERS
-from worker.sdk import Action, Integration, Lifecycle
+from worker.sdk import Action, Integration, Lifecycle, payload_key, unordered
 
 integration = Integration(
     type="slack",
@@ -21,6 +21,7 @@ integration = Integration(
             commands.PostMessageInput,
             commands.PostMessageOutput,
             commands.post_message,
+            key=payload_key("channel", "thread_ts?"),  # a thread's posts in order (a channel's, outside one)
         ),
         Action(
             "update_message",
@@ -28,6 +29,7 @@ integration = Integration(
             commands.UpdateMessageInput,
             commands.UpdateMessageOutput,
             commands.update_message,
+            key=payload_key("channel", "ts"),
         ),
         Action(
             "add_reaction",
@@ -35,6 +37,7 @@ integration = Integration(
             commands.AddReactionInput,
             commands.AddReactionOutput,
             commands.add_reaction,
+            key=unordered,
         ),
         Action(
             "read_thread",
@@ -43,6 +46,7 @@ integration = Integration(
             threads.ReadThreadOutput,
             threads.read_thread,
             needs_user_link=True,
+            key=unordered,
         ),
     ],
     lifecycle=Lifecycle(validate=install.validate),

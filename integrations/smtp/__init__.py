@@ -2,7 +2,7 @@
 
 from integrations.smtp import send_email
 from integrations.smtp.config import SmtpConfig, SmtpSettings
-from worker.sdk import Action, Integration, Lifecycle
+from worker.sdk import Action, Integration, Lifecycle, unordered
 
 integration = Integration(
     type="smtp",
@@ -17,6 +17,7 @@ integration = Integration(
             send_email.SendEmailInput,
             send_email.SendEmailOutput,
             send_email.run,
+            key=unordered,  # each email on its own
         )
     ],
     lifecycle=Lifecycle(validate=send_email.validate),

@@ -5,7 +5,7 @@ assistant on by installing `task-comments` (the bot's user id and name)."""
 
 from integrations.task_comments import comments
 from integrations.task_comments.config import TaskCommentsConfig
-from worker.sdk import Action, Handler, Integration
+from worker.sdk import Action, Handler, Integration, payload_key
 
 integration = Integration(
     type="task-comments",
@@ -14,7 +14,13 @@ integration = Integration(
     config=TaskCommentsConfig,
     handlers=[
         # Every comment of every team comes through; teams without the integration are skipped quietly.
-        Handler("event", "comment_created", comments.on_comment_created, requires_integration=False),
+        Handler(
+            "event",
+            "comment_created",
+            comments.on_comment_created,
+            requires_integration=False,
+            key=comments.by_task,
+        ),
     ],
     actions=[
         Action(
@@ -23,6 +29,7 @@ integration = Integration(
             comments.ReplyInput,
             comments.ReplyOutput,
             comments.reply,
+            key=payload_key("task_id"),  # a task's replies in order
         )
     ],
 )

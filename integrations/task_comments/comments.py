@@ -15,7 +15,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from integrations.task_comments.config import TaskCommentsConfig
 from schemas.events import TaskCommentReaction, TaskCommentReply
-from worker.sdk import Context
+from worker.sdk import Context, MessageView
 from worker.sdk.conversation import IncomingMessage, Replies, Sender, receive, strip_mentions
 
 ACK_EMOJI = "eyes"
@@ -69,6 +69,12 @@ async def on_comment_created(ctx: Context) -> None:
             metadata={"task_id": comment.task_id, "comment_id": comment.comment_id},
         ),
     )
+
+
+def by_task(message: MessageView) -> str | None:
+    """The task (`task_id`, or MIMRAI's `taskId`)."""
+    task = message.payload.get("task_id") or message.payload.get("taskId")
+    return str(task) if task else None
 
 
 class ReplyInput(BaseModel):

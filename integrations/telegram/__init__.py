@@ -7,7 +7,7 @@ ingress (verify.py), a handler (handle.py), an action (send.py), a config with a
 
 from integrations.telegram import handle, lifecycle, send, verify
 from integrations.telegram.config import TelegramConfig, TelegramSettings
-from worker.sdk import Action, Integration, Lifecycle
+from worker.sdk import Action, Integration, Lifecycle, payload_key
 
 integration = Integration(
     type="telegram",
@@ -24,6 +24,7 @@ integration = Integration(
             send.SendMessageInput,
             send.SendMessageOutput,
             send.send_message,
+            key=payload_key("chat_id"),  # a chat's messages in order
         ),
     ],
     lifecycle=Lifecycle(

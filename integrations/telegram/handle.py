@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import TaskIntake
-from worker.sdk import Context, Handler
+from worker.sdk import Context, Handler, payload_key
 
 
 class User(BaseModel):
@@ -67,5 +67,5 @@ async def on_message(ctx: Context) -> None:
 
 
 HANDLERS = [
-    Handler("webhook", "message", on_message),
+    Handler("webhook", "message", on_message, key=payload_key("message.chat.id")),  # a chat's messages in order
 ]

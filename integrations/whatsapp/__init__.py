@@ -5,7 +5,7 @@ linked yet); answers go back through Twilio's Messages API."""
 from integrations.whatsapp import commands, files, install, verify
 from integrations.whatsapp.config import WhatsappConfig, WhatsappSettings
 from integrations.whatsapp.messages import SHARED_REPLY, on_message, on_shared_message
-from worker.sdk import Action, Handler, Integration, Lifecycle
+from worker.sdk import Action, Handler, Integration, Lifecycle, payload_key
 
 integration = Integration(
     type="whatsapp",
@@ -15,9 +15,16 @@ integration = Integration(
     settings=WhatsappSettings,
     webhook=verify.receive,
     handlers=[
-        Handler("webhook", "message", on_message),
-        Handler("webhook", "shared_message", on_shared_message, requires_integration=False),
-        Handler("command", SHARED_REPLY, commands.send_from_shared_number, requires_integration=False),
+        # a person's messages in order (to the team's number, or the shared one), and the answers to them
+        Handler("webhook", "message", on_message, key=payload_key("From")),
+        Handler("webhook", "shared_message", on_shared_message, requires_integration=False, key=payload_key("From")),
+        Handler(
+            "command",
+            SHARED_REPLY,
+            commands.send_from_shared_number,
+            requires_integration=False,
+            key=payload_key("to"),
+        ),
     ],
     actions=[
         Action(
@@ -26,6 +33,7 @@ integration = Integration(
             commands.SendMessageInput,
             commands.SendMessageOutput,
             commands.send_message,
+            key=payload_key("to"),
         )
     ],
     lifecycle=Lifecycle(validate=install.validate),

@@ -362,7 +362,7 @@ async def settled(runtime: Runtime, worker: Worker, type_: str) -> None:
     """Nothing left on the type's queue and nothing in flight in the worker."""
 
     async def empty() -> bool:
-        return await queue_depth(runtime, runtime.topology.queue(type_)) == 0
+        return await queue_depth(runtime, runtime.topology.queues(type_)) == 0
 
     await eventually(empty)
     await worker.wait_idle()

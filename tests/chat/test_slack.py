@@ -203,7 +203,7 @@ async def test_replayed_or_badly_signed_requests_are_refused_and_nothing_is_enqu
         headers={"X-Slack-Request-Timestamp": str(now), "X-Slack-Signature": "v0=abc"},
     )
     assert truncated.status_code == 401  # a wrong-length signature is a 401, not a crash
-    assert await queue_depth(runtime, runtime.topology.queue("slack")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("slack")) == 0
 
 
 async def test_slacks_retries_of_one_event_are_handled_once(
@@ -233,7 +233,7 @@ async def test_url_verification_is_answered_with_its_challenge(runtime: Runtime,
 
     assert response.status_code == 200
     assert response.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
-    assert await queue_depth(runtime, runtime.topology.queue("slack")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("slack")) == 0
 
 
 async def test_oauth_install_stores_the_workspace_with_its_bot_token_encrypted(

@@ -95,7 +95,7 @@ async def test_wrong_or_missing_signatures_are_refused_in_every_environment(
         ingress, tampered, signature=twilio_signature("https://iw.example.com/webhooks/whatsapp", params)
     )
     assert refused.status_code == 401
-    assert await queue_depth(runtime, runtime.topology.queue("whatsapp")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("whatsapp")) == 0
 
     # Twilio may sign the URL with the default port: accepted, like Twilio's own validator does.
     with_port = await post_whatsapp(ingress, params, signed_url="https://iw.example.com:443/webhooks/whatsapp")

@@ -262,7 +262,7 @@ async def test_a_wrong_token_or_unknown_channel_is_refused(
         404,
         401,
     ]
-    assert await queue_depth(runtime, runtime.topology.queue("google-calendar")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("google-calendar")) == 0
 
 
 async def test_an_expired_sync_token_means_a_full_resync_of_recent_changes(

@@ -164,7 +164,7 @@ async def test_forged_expired_or_foreign_push_tokens_are_refused(
     body, headers = push_request(google)
     headers.pop("Authorization")
     assert (await ingress.post("/webhooks/gmail", content=body, headers=headers)).status_code == 401
-    assert await queue_depth(runtime, runtime.topology.queue("gmail")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("gmail")) == 0
     assert google.jwks_requests <= 2  # keys cached; one refetch for the unknown key id
 
 
@@ -180,7 +180,7 @@ async def test_a_malformed_push_is_400_and_an_unknown_mailbox_is_acknowledged(
     body, headers = push_request(google, address="stranger@else.example")
     response = await ingress.post("/webhooks/gmail", content=body, headers=headers)
     assert response.status_code == 200 and response.json() == {"status": "ignored", "reason": "no linked mailbox"}
-    assert await queue_depth(runtime, runtime.topology.queue("gmail")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("gmail")) == 0
 
 
 async def test_a_redelivered_push_and_close_pushes_take_mail_in_once(
@@ -213,7 +213,7 @@ async def test_a_redelivered_push_and_close_pushes_take_mail_in_once(
 
 
 async def _all_consumed(runtime: Runtime, worker: Worker) -> bool:
-    if await queue_depth(runtime, runtime.topology.queue("gmail")):
+    if await queue_depth(runtime, runtime.topology.queues("gmail")):
         return False
     await worker.wait_idle()
     return int(await runtime.pool.fetchval("SELECT count(*) FROM leases")) == 0

@@ -4,6 +4,8 @@ refuses, slow handlers, events."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from pathlib import Path
 from typing import ClassVar
 
@@ -11,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from integrations.registry import REGISTRY
 from schemas.events import EventData
-from worker.sdk import Action, Context, Integration, Registry, TransientError
+from worker.sdk import Action, Context, Handler, Integration, Registry, TransientError, payload_key
 
 
 class ProbeWritten(EventData):
@@ -44,6 +46,7 @@ class WriteInput(BaseModel):
     note: str | None = None  # the handler logs it (ctx.log), with the message's fields bound
     once: bool = False  # its event is emitted once per key (rendered only at the commit)
     unserialisable: bool = False  # its event carries an integer wider than 64 bits (JSON cannot hold it)
+    contended: bool = False  # its commit calls probe_contended(), which the test makes fail as it likes
 
 
 class Gate:
@@ -108,10 +111,49 @@ async def write(ctx: Context, request: WriteInput) -> WriteOutput:
     if request.fail_first and not ctx.is_repeat:
         raise TransientError("the provider is busy (first try)")
     ctx.db.write("INSERT INTO probe_rows (team_id, key, value) VALUES ($1, $2, $3)", request.key, request.value)
+    if request.contended:
+        ctx.db.write("SELECT probe_contended($1)")
     ctx.emit(ProbeWritten(key=request.key, value=request.value), once=request.key if request.once else None)
     if request.unserialisable:
         ctx.emit(ProbeMeasured(value=2**70), once=f"{request.key}/measured")
     return WriteOutput(key=request.key)
+
+
+class Versioned(BaseModel):
+    key: str
+    version: int
+    sleep: float = 0.0
+
+
+WORKER = f"{socket.gethostname()}/{os.getpid()}"
+
+
+async def apply_version(ctx: Context) -> None:
+    """One version of a key, as a provider's update of a thing: it should come after the one
+    before it. A version that does not is recorded; one applied twice is refused (primary key)."""
+    event = ctx.payload_as(Versioned)
+    if event.sleep:
+        await asyncio.sleep(event.sleep)
+    seen = await ctx.db.lookup("probe_versions", {"key": event.key}, ["version"])
+    if seen is not None and seen["version"] >= event.version:
+        ctx.db.write(
+            "INSERT INTO probe_out_of_order (team_id, key, version, seen) VALUES ($1, $2, $3, $4)",
+            event.key,
+            event.version,
+            seen["version"],
+        )
+    ctx.db.write(
+        "INSERT INTO probe_versions (team_id, key, version) VALUES ($1, $2, $3)"
+        " ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version",
+        event.key,
+        event.version,
+    )
+    ctx.db.write(
+        "INSERT INTO probe_applied (team_id, key, version, worker) VALUES ($1, $2, $3, $4)",
+        event.key,
+        event.version,
+        WORKER,
+    )
 
 
 probe = Integration(
@@ -119,6 +161,7 @@ probe = Integration(
     name="Probe",
     description="Test integration.",
     config=ProbeConfig,
+    handlers=[Handler("command", "versioned", apply_version, key=payload_key("key"))],
     actions=[Action("write", "Write a row.", WriteInput, WriteOutput, write)],
     migrations=Path(__file__).with_name("probe_migrations"),
 )

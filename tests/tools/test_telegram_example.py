@@ -69,7 +69,7 @@ async def test_updates_without_the_integrations_secret_are_refused(
 
     assert wrong.status_code == missing.status_code == 401
     assert no_integration.status_code == 404
-    assert await queue_depth(runtime, runtime.topology.queue("telegram")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("telegram")) == 0
 
 
 async def test_send_message_as_a_tool_and_a_chat_it_cannot_reach_is_refused_not_parked(
@@ -93,7 +93,7 @@ async def test_send_message_as_a_tool_and_a_chat_it_cannot_reach_is_refused_not_
 
 
 async def _drained(runtime: Runtime) -> bool:
-    return await queue_depth(runtime, runtime.topology.queue("telegram")) == 0
+    return await queue_depth(runtime, runtime.topology.queues("telegram")) == 0
 
 
 async def test_a_photo_with_a_caption_is_taken_in_and_blank_text_is_skipped_not_parked(

@@ -132,7 +132,7 @@ async def test_invalid_input_is_refused_per_field_without_calling_anything(
     assert set(body["fields"]) == {"repository", "issue_number", "body"}
     assert body["fields"]["body"] == ["Field required"]
     assert "greater than 0" in body["fields"]["issue_number"][0]
-    assert await queue_depth(runtime, runtime.topology.queue("github")) == 0
+    assert await queue_depth(runtime, runtime.topology.queues("github")) == 0
     assert await runtime.pool.fetchval("SELECT count(*) FROM processed_events") == 0
     assert github.comment_attempts == 0 and github.token_requests == tokens
 

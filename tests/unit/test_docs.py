@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from integrations.registry import REGISTRY
-from worker.cli.settings_doc import settings_markdown
+from worker.cli.settings_doc import keys_markdown, settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,3 +45,9 @@ def test_no_page_points_outside_the_project() -> None:
         if "../shared" in page.read_text() or "shared/bench" in page.read_text()
     ]
     assert outside == []
+
+
+def test_the_contracts_table_of_keys_is_generated_from_the_registry() -> None:
+    page = (ROOT / "docs" / "contract.md").read_text()
+    table = page.split("<!-- keys:start -->\n", 1)[1].split("<!-- keys:end -->", 1)[0]
+    assert table == keys_markdown(REGISTRY), "run: integration-worker integrations --keys, into docs/contract.md"

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply pending database migrations and exit")
     integrations = sub.add_parser("integrations", help="the registry: types, names, config JSON Schemas")
     integrations.add_argument("--json", action="store_true", help="full JSON, config schemas included")
+    integrations.add_argument(
+        "--keys", action="store_true", help="what each message kind is ordered by, as docs/contract.md's table"
+    )
     schema = sub.add_parser("schema", help="the contract's JSON Schema (envelope, events, rows, commands)")
     schema.add_argument("--out", help="write one file per schema into this folder instead of printing")
 

@@ -19,7 +19,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, SecretStr
 
-from schemas.envelope import Envelope, dumps_envelope
+from schemas.envelope import KEY_HEADER, Envelope, dumps_envelope
 from schemas.rows import ParkedMessage
 from worker.runtime.broker import Broker
 from worker.sdk.registry import Registry
@@ -140,8 +140,9 @@ async def show(broker: Broker, message_id: str, registry: Registry | None = None
     return None
 
 
-async def replay(broker: Broker, message_id: str | None) -> tuple[int, list[str]]:
-    """Republish parked messages (one id, or all with None) with attempts reset.
+async def replay(broker: Broker, message_id: str | None, registry: Registry) -> tuple[int, list[str]]:
+    """Republish parked messages (one id, or all with None) with attempts reset, on their key's
+    shard (the key they were parked with, else the one their handler declares).
     Returns how many were replayed and the ids that could not be (not envelopes)."""
     replayed = 0
     skipped: list[str] = []
@@ -158,11 +159,13 @@ async def replay(broker: Broker, message_id: str | None) -> tuple[int, list[str]
             except ValueError:
                 skipped.append(parked.id)
                 continue
+            key = (message.headers or {}).get(KEY_HEADER)
             await broker.publish(
                 broker.topology.incoming,
                 envelope.routing_key,
                 dumps_envelope(envelope),
                 message_id=envelope.id,
+                headers={KEY_HEADER: key if isinstance(key, str) and key else registry.key_of(envelope)},
             )
             await message.ack()
             replayed += 1

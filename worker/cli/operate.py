@@ -15,6 +15,7 @@ import uvloop
 from worker import platform
 from worker.cli import dead
 from worker.cli.scaffold import ScaffoldError, scaffold
+from worker.cli.settings_doc import keys_markdown
 from worker.core.settings import Settings
 from worker.platform import contract
 from worker.platform.install import InstallError, InstallRequest, install, public_config, uninstall, update
@@ -60,6 +61,9 @@ def migrate(_args: argparse.Namespace, settings: Settings, registry: Registry) -
 
 
 def integrations(args: argparse.Namespace, _settings: Settings, registry: Registry) -> int:
+    if args.keys:
+        print(keys_markdown(registry), end="")
+        return 0
     catalog = contract.catalog(registry)
     if args.json:
         print_json(catalog)
@@ -118,7 +122,7 @@ def dead_letters(args: argparse.Namespace, settings: Settings, registry: Registr
             print_json(found.model_dump())
             return 0
         if args.dead_command == "replay":
-            count, skipped = await dead.replay(broker, None if args.all else args.id)
+            count, skipped = await dead.replay(broker, None if args.all else args.id, registry)
             print(f"{count} message(s) replayed")
             for message_id in skipped:
                 print(f"skipped {message_id}: not an envelope, cannot be replayed", file=sys.stderr)

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import prometheus_client
 import uvloop
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
@@ -25,6 +24,7 @@ from worker.core.logging import get_logger
 from worker.core.redact import redact
 from worker.core.settings import ConfigurationError, Settings
 from worker.runtime.failures import DB_NOT_READY, DB_REFUSED
+from worker.runtime.health import HealthServer
 from worker.runtime.runtime import Runtime
 from worker.runtime.schedules import ScheduleRunner
 from worker.runtime.services import ServiceRunner
@@ -81,6 +81,13 @@ async def run_process(
     gc.set_threshold(20_000, 20, 20)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(_stopped, runtime, log)
+        if worker and http is None and settings.worker_metrics_port:  # up first: a probe sees the start-up
+            server = HealthServer(runtime, host or "127.0.0.1", settings.worker_metrics_port)
+            try:
+                await server.start()
+            except OSError as exc:
+                raise CannotListen(f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}") from None
+            stack.push_async_callback(server.stop)
         if worker:
             consumer = Worker(runtime, types=types, concurrency=concurrency)
             await consumer.start()
@@ -91,8 +98,6 @@ async def run_process(
             services = ServiceRunner(runtime, types=types)
             await services.start()
             stack.push_async_callback(services.stop)
-            if http is None and settings.worker_metrics_port:
-                prometheus_client.start_http_server(settings.worker_metrics_port, addr=host or "127.0.0.1")
         waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
         if http is not None:
             serving, stop_serving = await http(runtime)

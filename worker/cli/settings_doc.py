@@ -11,6 +11,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from worker.core.settings import Settings
+from worker.sdk.declare import Action
+from worker.sdk.keys import describe, per_integration, unordered
 from worker.sdk.registry import Registry
 
 HEADER = """# Configuration
@@ -61,3 +63,16 @@ def settings_markdown(registry: Registry) -> str:
         prefix = str(integration.settings.model_config.get("env_prefix") or "")
         parts += [f"## {integration.name} (`{integration.type}`)", "", *_table(integration.settings, prefix), ""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def keys_markdown(registry: Registry) -> str:
+    """The ordering key of every message kind (docs/contract.md, between its `keys` markers):
+    `integration-worker integrations --keys`."""
+    lines = ["| type | message | ordered by |", "|---|---|---|"]
+    for integration in sorted(registry, key=lambda i: i.type):
+        routes: list[tuple[str, Any]] = [(f"{h.kind}.{h.name}", h) for h in integration.handlers]
+        routes += [(f"command.{a.name}", a) for a in integration.actions]
+        for name, route in sorted(routes, key=lambda item: item[0]):
+            declared = route.key or (unordered if isinstance(route, Action) else per_integration)
+            lines.append(f"| `{integration.type}` | `{name}` | {describe(declared)} |")
+    return "\n".join(lines) + "\n"

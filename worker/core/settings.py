@@ -47,7 +47,9 @@ class Settings(BaseSettings):
         "(127.0.0.1) while the development keys are in use; with those keys another address is refused.",
     )
     http_port: int = Field(default=8000, description="Port of the HTTP server (ingress, platform API, or both).")
-    worker_metrics_port: int = Field(default=9101, description="`/metrics` of a worker started alone; 0: off.")
+    worker_metrics_port: int = Field(
+        default=9101, description="`/healthz`, `/readyz` and `/metrics` of a worker started alone; 0: off."
+    )
     public_url: str = Field(default="http://localhost:8000", description="The ingress as providers reach it.")
     platform_url: str = Field(default="http://localhost:3000", description="The platform's web app.")
 
@@ -76,10 +78,37 @@ class Settings(BaseSettings):
     )
 
     concurrency: int = Field(
-        default=1024, ge=1, description="Handlers running at once per worker process (at most the prefetch)."
+        default=512,
+        ge=1,
+        description="Messages a worker process runs at once: taken from what it read ahead, looked up, handled "
+        "and committed. Fewer keeps latency low under a backlog; at least IW_BATCH_SIZE keeps batches whole.",
     )
     prefetch: int = Field(
-        default=1024, ge=1, description="Unacknowledged deliveries per queue (integration type) a worker consumes."
+        default=2048,
+        ge=1,
+        description="Deliveries a worker reads ahead per shard queue it consumes (unacknowledged). The read-ahead "
+        "is what fairness between teams sees past: a burst deeper than prefetch x shards delays the others.",
+    )
+    shards: int = Field(
+        default=12,
+        ge=1,
+        le=1000,
+        description="Shard queues per integration type: the events of one key go to one shard, and workers share "
+        "the shards. 12 splits evenly between 1, 2, 3, 4 or 6 workers. Change it only with the queues drained.",
+    )
+    type_shards: dict[str, int] = Field(
+        default_factory=dict, description='Per type, JSON, overriding IW_SHARDS: {"smtp": 2, "github": 24}'
+    )
+    rebalance_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between a worker's heartbeats, when it also looks at who shares its types and takes "
+        "or hands over shards.",
+    )
+    worker_ttl: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds after its last heartbeat a worker counts as gone: its shards are taken over.",
     )
     batch_size: int = Field(
         default=256, ge=1, description="Most deliveries taken, looked up and committed together as one batch."
@@ -158,6 +187,13 @@ class Settings(BaseSettings):
             raise ValueError("retry delays must be positive")
         return value
 
+    @field_validator("type_shards")
+    @classmethod
+    def _shard_counts(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(not 1 <= count <= 1000 for count in value.values()):
+            raise ValueError("shard counts are between 1 and 1000")
+        return value
+
     @field_validator("broker_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
@@ -176,6 +212,9 @@ class Settings(BaseSettings):
     def max_attempts(self) -> int:
         """Deliveries before a transiently failing message is parked: the first plus one per delay."""
         return len(self.retry_delays) + 1
+
+    def shards_of(self, type_: str) -> int:
+        return self.type_shards.get(type_, self.shards)
 
     def body_limit(self, type_: str, declared: int | None) -> int:
         if type_ in self.body_limits:

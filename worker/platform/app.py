@@ -10,7 +10,7 @@ GET  /attachments/{token} a file that came with a message (attachments.py)
 /tools...                 agent tools over HTTP (tools_api.py; IW_SERVICE_TOKEN or a tool token)
 POST /tool-tokens         a tool token for one team (and user) (tool_tokens.py; IW_ADMIN_TOKEN)
 /mcp                      agent tools as an MCP server (mcp_server.py; IW_SERVICE_TOKEN or a tool token)
-GET  /healthz             the process is up
+GET  /healthz, /readyz, /metrics   health and Prometheus (worker/runtime/health.py)
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from starlette.routing import Route
 from worker.platform.admin_api import admin_routes, link_routes
 from worker.platform.attachments import attachment_routes
 from worker.platform.guard import RequestGuard
-from worker.platform.http import json_response
 from worker.platform.link_api import link_admin_routes
 from worker.platform.mcp_server import McpEndpoint
 from worker.platform.oauth import oauth_routes
 from worker.platform.tool_tokens import tool_token_routes
 from worker.platform.tools import ToolGateway
 from worker.platform.tools_api import tool_routes
+from worker.runtime import health
 from worker.runtime.runtime import Runtime
 
 
@@ -45,11 +45,12 @@ class PlatformApp:
         self.gateway = ToolGateway(runtime)
         self.mcp = McpEndpoint(self.gateway)
 
-        async def healthz(_request: Request) -> Response:
-            return json_response({"status": "ok"})
+        async def probe(request: Request) -> Response:
+            status, body, content_type = await health.probe(runtime, request.url.path)
+            return Response(body, status, media_type=content_type)
 
         routes = [
-            Route("/healthz", healthz, methods=["GET"]),
+            *(Route(path, probe, methods=["GET"]) for path in sorted(health.HEALTH_PATHS)),
             *admin_routes(runtime),
             *link_admin_routes(runtime),
             *oauth_routes(runtime),

@@ -32,6 +32,7 @@ from worker.platform.tools import BUILTIN_TYPE as TYPE
 from worker.platform.user_links import LinksPage, LinkView, LogsPage, Unlinked
 from worker.runtime.runtime import Runtime
 from worker.sdk.declare import Action, Integration
+from worker.sdk.keys import per_integration, unordered
 
 # The built-in commands: name, description, input and output models (the contract's schemas come
 # from here, with or without a runtime to run them).
@@ -106,7 +107,16 @@ def builtin_integration(runtime: Runtime) -> Integration:
             " their logs and linked users."
         ),
         actions=[
-            Action(name, description, input_model, output_model, runs[name], requires_integration=False)
+            Action(
+                name,
+                description,
+                input_model,
+                output_model,
+                runs[name],
+                requires_integration=False,
+                # what changes a team's integrations runs in the order sent; reads, side by side
+                key=unordered if name.startswith("list_") else per_integration,
+            )
             for name, description, input_model, output_model in COMMANDS
         ],
     )

@@ -11,6 +11,7 @@ stored result by call id instead.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from typing import Any
 
@@ -18,7 +19,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from worker.core.logging import get_logger
-from worker.runtime.broker import Broker
+from worker.runtime.broker import Broker, Outgoing
 
 
 class ReplyQueue:
@@ -52,9 +53,7 @@ class ReplyQueue:
         if isinstance(body, dict):
             future.set_result(body)
 
-    async def request(
-        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, wait_seconds: float
-    ) -> dict[str, Any] | None:
+    async def request(self, outgoing: Outgoing, *, wait_seconds: float) -> dict[str, Any] | None:
         """Publish (confirmed) and wait for the answer; None when it did not come within `wait_seconds`.
         Raises BrokerUnavailable when the broker did not take the request."""
         await self._start()
@@ -62,13 +61,8 @@ class ReplyQueue:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = future
         try:
-            await self._broker.publish(
-                exchange,
-                routing_key,
-                body,
-                message_id=message_id,
-                reply_to=self.name,
-                correlation_id=correlation_id,
+            await self._broker.publish_message(
+                dataclasses.replace(outgoing, reply_to=self.name, correlation_id=correlation_id)
             )
             return await asyncio.wait_for(future, wait_seconds)
         except TimeoutError:

@@ -26,7 +26,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import JsonSchemaMode
 
-from schemas.envelope import Envelope, dumps_envelope
+from schemas.envelope import Envelope
 from schemas.tools import SOURCE_HEADER, USER_HEADER, ToolReply
 from worker.core.ids import derived_id
 from worker.platform.tool_rpc import ReplyQueue
@@ -303,13 +303,7 @@ async def execute(
         headers=headers,
         payload=call.arguments,
     )
-    body = await replies.request(
-        runtime.topology.incoming,
-        envelope.routing_key,
-        dumps_envelope(envelope),
-        message_id=envelope.id,
-        wait_seconds=wait_seconds,
-    )
+    body = await replies.request(runtime.outgoing(envelope), wait_seconds=wait_seconds)
     if body is None:
         return CallOutcome(call.call_id, "pending", None)
     reply = ToolReply.model_validate(body)

@@ -13,7 +13,7 @@ import httpx
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
-from schemas.envelope import Envelope, dumps_envelope
+from schemas.envelope import KEY_HEADER, Envelope, dumps_envelope
 from worker.core.cache import TTLCache
 from worker.core.secrets import SecretBox
 from worker.core.settings import Settings
@@ -47,6 +47,7 @@ class RuntimeBackend:
         lookups: Callable[[], Lookups],
         integration_settings: dict[str, BaseSettings | None],
         once: OnceKeys,
+        key_of: Callable[[Envelope], str],
     ) -> None:
         self._settings = settings
         self._pool = pool
@@ -58,6 +59,7 @@ class RuntimeBackend:
         self._lookups = lookups
         self._integration_settings = integration_settings
         self._once = once
+        self.key_of = key_of
         self._caches: dict[str, TTLCache] = {type_: TTLCache() for type_ in integration_settings}
         self._exchanges = Exchanges(incoming=broker.topology.incoming, results=broker.topology.results)
         self.installer: Installer | None = None
@@ -147,7 +149,11 @@ class RuntimeBackend:
 
     async def publish_now(self, envelope: Envelope) -> None:
         await self._broker.publish(
-            self._exchanges.incoming, envelope.routing_key, dumps_envelope(envelope), message_id=envelope.id
+            self._exchanges.incoming,
+            envelope.routing_key,
+            dumps_envelope(envelope),
+            message_id=envelope.id,
+            headers={KEY_HEADER: self.key_of(envelope)},
         )
 
     async def install(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +22,9 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 from worker.core.logging import get_logger
 from worker.core.redact import redact
 from worker.core.settings import ConfigurationError
-from worker.runtime import amqp
+from worker.runtime import amqp, metrics
 from worker.runtime.amqp import Properties
-from worker.runtime.topology import Topology, declare, message_id_for
+from worker.runtime.topology import Topology, declare, legacy_queues, message_id_for
 
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     amqp.AmqpError,
@@ -67,6 +68,10 @@ class Unroutable(BrokerUnavailable):
     """The broker returned the message: no queue is bound for its routing key."""
 
 
+class BrokerBlocked(BrokerUnavailable):
+    """The broker blocks publishers (a memory or disk alarm): refused at once, not after a timeout."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One message to publish."""
@@ -88,6 +93,7 @@ def _properties(message: Outgoing) -> Properties:
         reply_to=message.reply_to,
         expiration=str(message.expiration_ms) if message.expiration_ms is not None else None,
         headers=dict(message.headers) if message.headers else None,
+        timestamp=int(time.time()),
     )
 
 
@@ -118,6 +124,11 @@ class Broker:
     @property
     def connected(self) -> bool:
         return self._channel is not None and not self._channel.is_closed
+
+    @property
+    def blocked(self) -> str | None:
+        """The broker's reason while it blocks our publishes (a memory or disk alarm)."""
+        return self._connection.blocked if self._connection is not None else None
 
     # --- connecting ------------------------------------------------------------------------------------
 
@@ -165,6 +176,7 @@ class Broker:
         if self._connection is not None and not self._connection.is_closed:
             return
         connection = await amqp.Connection.open(self._url, name=f"integration-worker/{self.topology.prefix}/publish")
+        connection.on_blocked = self._on_blocked
         channel = await connection.channel(confirms=True)
         self._connection, self._channel = connection, channel
         connection.closed.add_done_callback(self._on_publisher_lost)
@@ -172,8 +184,16 @@ class Broker:
         # the connection open: drop the connection too, so the reconnect below replaces both.
         channel.on_broker_close = connection.abort
 
+    def _on_blocked(self, reason: str | None) -> None:
+        metrics.BROKER_BLOCKED.set(1 if reason else 0)
+        if reason:
+            self._log.warning("the broker blocks publishers; publishing fails at once until it stops", reason=reason)
+        else:
+            self._log.info("the broker takes publishes again")
+
     def _on_publisher_lost(self, _: asyncio.Future[None]) -> None:
         self._channel = None
+        metrics.BROKER_BLOCKED.set(0)
         if self._closing or (self._reconnecting is not None and not self._reconnecting.done()):
             return
         self._log.warning("publisher connection lost; reconnecting")
@@ -201,6 +221,25 @@ class Broker:
             await channel.set_qos(prefetch_count=prefetch)
         return channel
 
+    async def declare_type(self, type_: str) -> None:
+        """Declare the topology again (a queue of `type_` was deleted under a consumer): the
+        topology is the service's own, so a lost queue is recreated, not waited for."""
+        if self._management is None or self._management.is_closed:
+            raise BrokerUnavailable("not connected")
+        channel = await self._management.channel()
+        try:
+            await declare(channel, self.topology)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        self._log.info("topology declared again", type=type_)
+
+    async def legacy_queues(self, types: Sequence[str]) -> list[str]:
+        """The unsharded queues of these types still holding messages (worker/runtime/topology.py)."""
+        if self._management is None or self._management.is_closed:
+            raise BrokerUnavailable("not connected")
+        return await legacy_queues(self._management, self.topology, tuple(types))
+
     async def consumer_connection(self, name: str) -> amqp.Connection:
         """A connection of its own for a consumer (worker/runtime/consume.py)."""
         return await amqp.Connection.open(self._url, name=f"integration-worker/{self.topology.prefix}/{name}")
@@ -208,17 +247,30 @@ class Broker:
     # --- publishing ------------------------------------------------------------------------------------
 
     def _start(self, message: Outgoing) -> asyncio.Future[None]:
-        channel = self._channel
-        if channel is None or channel.is_closed:
+        channel, connection = self._channel, self._connection
+        if channel is None or channel.is_closed or connection is None:
             raise BrokerUnavailable("not connected to the broker")
+        if connection.blocked:
+            raise BrokerBlocked(f"the broker blocks publishers: {connection.blocked}")
         try:
             return channel.publish(message.exchange, message.routing_key, message.body, _properties(message))
         except amqp.AmqpError as exc:
             raise _failure(exc) from exc
 
+    async def _writable(self) -> None:
+        """Until the socket to the broker drained (the broker reads slower than we write)."""
+        connection = self._connection
+        if connection is not None and not connection.is_writable:
+            try:
+                async with asyncio.timeout(self.publish_timeout):
+                    await connection.writable()
+            except TimeoutError:
+                raise BrokerUnavailable("the broker stopped reading (its socket did not drain in time)") from None
+
     async def publish_message(self, message: Outgoing) -> None:
         """Publish (persistent, mandatory) and wait for the broker's confirm: `BrokerUnavailable`
-        otherwise, `Unroutable` when no queue took it."""
+        otherwise (`BrokerBlocked` at once under a broker alarm), `Unroutable` when no queue took it."""
+        await self._writable()
         confirmed = self._start(message)
         try:
             await asyncio.wait_for(confirmed, self.publish_timeout)
@@ -244,6 +296,10 @@ class Broker:
     async def publish_many(self, messages: Sequence[Outgoing]) -> list[BrokerUnavailable | None]:
         """Publish all (their frames in one write), then wait for every confirm; each message's
         outcome: None (confirmed) or why not."""
+        try:
+            await self._writable()
+        except BrokerUnavailable as exc:
+            return [exc] * len(messages)
         futures: list[asyncio.Future[None] | BrokerUnavailable] = []
         for message in messages:
             try:

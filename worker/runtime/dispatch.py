@@ -38,6 +38,9 @@ class Message:
     delivery: amqp.Delivery
     queue_type: str
     received: float
+    queue: str = ""  # the shard queue it came from
+    key: str = ""  # its ordering key (`iw-key`): its events run one after the other
+    tenant: str = ""  # whose it is, for the fairness between teams
     envelope: Envelope | None = None
     record: IntegrationRecord | None = None
     route: Route | None = None
@@ -47,9 +50,7 @@ class Message:
     outcome: Outcome | None = None
     handler_seconds: float = 0.0
     poison: bool = False
-    owns_inflight: bool = False  # this copy handles its id; copies arriving meanwhile wait for it
     settled: bool = False  # acknowledged or sent back: never again
-    answer_again: bool = True  # a duplicate call's caller gets the stored answer
 
     @property
     def id(self) -> str | None:
@@ -63,7 +64,11 @@ class Message:
 
 
 def decode(message: Message) -> bool:
-    """Read the envelope; False (and the message marked poison) when it cannot be handled."""
+    """Read the envelope (once); False (and the message marked poison) when it cannot be handled."""
+    if message.envelope is not None:
+        return True
+    if message.poison:
+        return False
     try:
         envelope = Envelope.model_validate_json(message.delivery.body)
     except ValidationError as exc:

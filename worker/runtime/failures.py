@@ -88,6 +88,8 @@ def classify_exception(exc: BaseException) -> Classified:
         return Classified(Failure("transient", f"network error: {type(exc).__name__}: {redact(str(exc))}"))
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return Classified(Failure("transient", "timed out"))
+    if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
+        return Classified(Failure("transient", f"database contention: {type(exc).__name__}: {redact(str(exc))}"))
     if isinstance(exc, _DB_TRANSIENT):  # OSError (ConnectionError too) is in DB_UNAVAILABLE
         return Classified(
             Failure("transient", f"database or network unavailable: {type(exc).__name__}: {redact(str(exc))}")

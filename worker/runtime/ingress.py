@@ -15,7 +15,6 @@ published; many requests' publishes share one write to the broker. Any other pat
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -25,14 +24,15 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from schemas.envelope import InvalidEnvelope, encode_webhook
+from schemas.envelope import KEY_HEADER, InvalidEnvelope, encode_webhook
 from worker.core.logging import get_logger
 from worker.core.redact import redact
-from worker.runtime import metrics
+from worker.runtime import health, metrics
 from worker.runtime.broker import BrokerUnavailable
 from worker.runtime.runtime import Runtime
 from worker.sdk.context import Context
 from worker.sdk.declare import Accept, Integration, Reply, WebhookRejected, WebhookRequest
+from worker.sdk.keys import Published
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Any], Callable[[dict[str, Any]], Any]], Any]
 _JSON = [(b"content-type", b"application/json")]
@@ -104,7 +104,7 @@ class Ingress:
         path: str = scope.get("path", "")
         if kind == "http" and path.startswith("/webhooks/"):
             await self.webhook(scope, receive, send)
-        elif kind == "http" and path in ("/healthz", "/readyz", "/metrics"):
+        elif kind == "http" and path in health.HEALTH_PATHS:
             await self.probe(path, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
@@ -195,9 +195,25 @@ class Ingress:
             )
         except InvalidEnvelope as exc:  # the provider's event name or delivery id is not usable
             return *error(400, f"malformed webhook: {exc}"), b"application/json", None
+        key = self.runtime.registry.key_of(
+            Published(
+                envelope_id,
+                type_,
+                "webhook",
+                accepted.name,
+                accepted.payload,
+                accepted.integration_id,
+                accepted.team_id,
+                accepted.external_team_id,
+            )
+        )
         try:
             await self.runtime.broker.publish(
-                self.runtime.topology.incoming, f"{type_}.webhook.{accepted.name}", body, message_id=envelope_id
+                self.runtime.topology.incoming,
+                f"{type_}.webhook.{accepted.name}",
+                body,
+                message_id=envelope_id,
+                headers={KEY_HEADER: key},
             )
         except BrokerUnavailable as exc:
             self.log.warning("webhook not accepted: broker unavailable", type=type_, error=redact(str(exc)))
@@ -211,23 +227,8 @@ class Ingress:
     # --- probes and lifespan ----------------------------------------------------------------------------
 
     async def probe(self, path: str, send: Callable[..., Any]) -> None:
-        if path == "/healthz":
-            await respond(send, 200, b'{"status":"ok"}')
-        elif path == "/metrics":
-            body, content_type = metrics.render()
-            await respond(send, 200, body, content_type.encode())
-        else:
-            checks = {"broker": self.runtime.broker.connected, "database": await self._database_ready()}
-            ready = all(checks.values())
-            body = orjson.dumps({"status": "ready" if ready else "not ready", **checks})
-            await respond(send, 200 if ready else 503, body)
-
-    async def _database_ready(self) -> bool:
-        try:
-            async with asyncio.timeout(2):
-                return bool(await self.runtime.pool.fetchval("SELECT 1") == 1)
-        except Exception:
-            return False
+        status, body, content_type = await health.probe(self.runtime, path)
+        await respond(send, status, body, content_type.encode())
 
     async def _lifespan(self, receive: Callable[[], Any], send: Callable[..., Any]) -> None:
         manager = self.lifespan() if self.lifespan is not None else None

@@ -26,7 +26,19 @@ COMMIT_BATCH = Histogram(
     "Outcomes committed per transaction.",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
 )
-IN_FLIGHT = Gauge("iw_in_flight", "Messages received and not yet settled.", ["type"])
+IN_FLIGHT = Gauge("iw_in_flight", "Messages admitted (looked up, running or committing) and not yet settled.", ["type"])
+WAITING = Gauge(
+    "iw_read_ahead", "Messages read ahead and not admitted yet: behind their key, or waiting for a slot.", ["type"]
+)
+SHARDS_OWNED = Gauge("iw_shards_owned", "Shard queues of the type this worker consumes.", ["type"])
+WORKERS_SEEN = Gauge("iw_workers", "Worker processes consuming the type, as this one sees them (itself too).", ["type"])
+SHARD_HANDOVERS = Counter("iw_shard_handovers_total", "Shards this worker handed over to another.", ["type"])
+COMMIT_RETRIES = Counter(
+    "iw_commit_retries_total",
+    "Transactions tried again in place after a deadlock or a serialization failure (never a message retried).",
+    ["reason"],
+)
+BROKER_BLOCKED = Gauge("iw_broker_blocked", "1 while the broker blocks this process's publishes (an alarm).")
 INGRESS_SECONDS = Histogram(
     "iw_ingress_request_duration_seconds",
     "Webhook request time, publish confirm included.",

@@ -34,7 +34,14 @@ def caller_gone(item: OutboxItem, outcome: BrokerUnavailable | None) -> bool:
 
 
 def _outgoing(item: OutboxItem) -> Outgoing:
-    return Outgoing(item.exchange, item.routing_key, item.body, message_id=item.id, correlation_id=item.correlation_id)
+    return Outgoing(
+        item.exchange,
+        item.routing_key,
+        item.body,
+        message_id=item.id,
+        correlation_id=item.correlation_id,
+        headers=item.headers,
+    )
 
 
 class Outbox:

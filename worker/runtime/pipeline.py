@@ -1,11 +1,12 @@
 """One batch through the worker, in waves:
 
-    dispatch    decode every delivery; ids in flight elsewhere wait for it (then are duplicates);
-                one look-up for the inbox and the integrations; route each message
-    execute     the runnable ones concurrently (at most IW_CONCURRENCY in the process)
+    dispatch    decode every delivery; one look-up for the inbox and the integrations; route
+                each message (a batch holds one message per key: admission.py sees to it)
+    execute     the runnable ones concurrently
     wave        when all are done, or every IW_STRAGGLER_WAIT seconds with the ones done by then:
                 failures to the retry or parking queue (confirmed), then one transaction for the
-                wave (worker/runtime/unit_of_work.py), then one multiple-ack for it all
+                wave (worker/runtime/unit_of_work.py), then one multiple-ack for it all, and the
+                next message of each settled key may run
 
 Every delivery is settled exactly once: acknowledged once what it caused is durable (committed,
 or confirmed on a retry or parking queue), or rejected back to its queue when that could not be
@@ -20,43 +21,33 @@ from worker.core.logging import get_logger
 from worker.core.settings import Settings
 from worker.runtime import dispatch, metrics, results
 from worker.runtime.acks import Acks
-from worker.runtime.dispatch import Message, Outcome
+from worker.runtime.admission import Admission
+from worker.runtime.dispatch import Message
 from worker.runtime.execute import execute
 from worker.runtime.failures import DB_ERRORS, classify
 from worker.runtime.runtime import Runtime
 from worker.runtime.settle import Settler
-from worker.runtime.slots import Slots
 from worker.sdk.context import Context
 from worker.sdk.unit import LogEntry
 
 
 class Pipeline:
-    def __init__(self, runtime: Runtime, acks: Acks, *, concurrency: int) -> None:
+    def __init__(self, runtime: Runtime, acks: Acks, admission: Admission) -> None:
         self.runtime = runtime
         self.settings: Settings = runtime.settings
-        self.slots = Slots(concurrency)
-        self.inflight: dict[str, asyncio.Future[Outcome]] = {}
-        self.settler = Settler(runtime, acks, self.inflight)
+        self.settler = Settler(runtime, acks, admission)
         self.log = get_logger(component="worker")
 
     async def run(self, batch: list[Message]) -> None:
         settled: list[Message] = []
         ready: list[Message] = []
-        waits: list[asyncio.Task[Message]] = []
         loop = asyncio.get_running_loop()
         for message in batch:
-            if not dispatch.decode(message):
+            if dispatch.decode(message):
+                ready.append(message)
+            else:
                 settled.append(message)  # poison: parked as it is
-                continue
-            assert message.envelope is not None
-            other = self.inflight.get(message.envelope.id)
-            if other is not None:
-                waits.append(loop.create_task(self._after(other, message)))
-                continue
-            self.inflight[message.envelope.id] = loop.create_future()
-            message.owns_inflight = True
-            ready.append(message)
-        tasks: set[asyncio.Task[Message]] = set(waits)
+        tasks: set[asyncio.Task[Message]] = set()
         try:
             runnable = await self._route(ready, settled)
             tasks.update(loop.create_task(self._execute(m)) for m in runnable)
@@ -76,18 +67,6 @@ class Pipeline:
             for task in tasks:
                 task.cancel()
             raise
-
-    async def _after(self, other: asyncio.Future[Outcome], message: Message) -> Message:
-        """The same id is being handled in flight: once that copy is settled, this one is a
-        duplicate if that copy's outcome is durable (committed, or on a retry or parking queue);
-        if it went back to its queue, so does this one (it may be the only copy left)."""
-        first = await asyncio.shield(other)
-        if first == "returned":
-            message.outcome = "returned"
-        else:
-            message.outcome = "duplicate"
-            message.answer_again = first != "retried"  # a retried call answers its caller itself
-        return message
 
     async def _route(self, ready: list[Message], settled: list[Message]) -> list[Message]:
         if not ready:
@@ -145,11 +124,7 @@ class Pipeline:
             correlation_id=delivery.correlation_id,
             redelivered=delivery.redelivered,
         )
-        await self.slots.acquire()
-        try:
-            await execute(message, ctx, seconds=self.settings.handler_timeout)
-        finally:
-            self.slots.release()
+        await execute(message, ctx, seconds=self.settings.handler_timeout)
         metrics.observe_handler(envelope.type, message.handler_seconds)
         return message
 

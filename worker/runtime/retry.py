@@ -16,7 +16,7 @@ import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from schemas.envelope import dumps_envelope
+from schemas.envelope import KEY_HEADER, dumps_envelope
 from worker.core.settings import Settings
 from worker.runtime.broker import Broker, Outgoing
 from worker.runtime.dispatch import Message, Outcome
@@ -61,6 +61,7 @@ class Retrier:
                     headers={
                         "retry-delay": self._topology.delay_label(delay),
                         "x-last-error": failure.reason[:ERROR_MAX],
+                        KEY_HEADER: message.key,  # back on its key's shard
                     },
                     expiration_ms=expiration,
                 ),
@@ -74,6 +75,7 @@ class Retrier:
             "x-parked-at": datetime.now(UTC).isoformat(),
             "x-routing-key": routing_key,
             "x-type": envelope.type if envelope is not None else message.queue_type,
+            KEY_HEADER: message.key,  # a replay goes back to its key's shard
         }
         body = dumps_envelope(envelope) if envelope is not None else delivery.body
         return Outgoing(self._topology.parked, routing_key, body, message_id=message.id, headers=headers), "parked"

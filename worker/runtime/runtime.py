@@ -4,13 +4,15 @@ process; the worker, the ingress and the platform take what they need from it.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncpg
 import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 from structlog.typing import FilteringBoundLogger
 
-from schemas.envelope import Envelope, dumps_envelope
+from schemas.envelope import KEY_HEADER, Envelope, dumps_envelope
 from schemas.rows import IntegrationRow
 from worker.core.logging import get_logger
 from worker.core.redact import register_secret
@@ -18,7 +20,7 @@ from worker.core.secrets import SecretBox
 from worker.core.settings import Settings, blank_secret_fields, env_name
 from worker.runtime import migrations, store
 from worker.runtime.backend import RuntimeBackend
-from worker.runtime.broker import Broker
+from worker.runtime.broker import Broker, Outgoing
 from worker.runtime.db import create_pool
 from worker.runtime.lookups import Lookups
 from worker.runtime.outbox import Outbox
@@ -47,6 +49,8 @@ class Runtime:
         self._reads: asyncpg.Pool | None = None
         self._lookups: Lookups | None = None
         self._started = False
+        # a worker in this process: per type, the shards it owns and those it consumes (readiness)
+        self.consuming: Callable[[], dict[str, dict[str, int]]] | None = None
         self.log = get_logger(component="runtime")
         for value in (settings.signing_key, settings.admin_token, settings.service_token, *settings.secret_keys):
             if value is not None:
@@ -61,6 +65,7 @@ class Runtime:
             types=registry.types(),
             retry_delays=tuple(settings.retry_delays),
             delivery_limit=settings.delivery_limit,
+            shards={type_: settings.shards_of(type_) for type_ in registry.types()},
         )
         self.broker = Broker(settings.amqp_url.get_secret_value(), self.topology)
         integration_settings: dict[str, BaseSettings | None] = {}
@@ -91,6 +96,7 @@ class Runtime:
             lookups=lambda: self.lookups,
             integration_settings=integration_settings,
             once=self.unit_of_work.once,
+            key_of=registry.key_of,
         )
 
     def add_builtin(self, integration: Integration) -> None:
@@ -201,11 +207,19 @@ class Runtime:
         """A context with no unit of work: webhook receivers, services, OAuth flows, fetchers."""
         return Context(self.backend, type_, integration=record)
 
-    async def publish_envelope(self, envelope: Envelope) -> None:
-        """Onto the incoming exchange, confirmed (raises BrokerUnavailable)."""
-        await self.broker.publish(
-            self.topology.incoming, envelope.routing_key, dumps_envelope(envelope), message_id=envelope.id
+    def outgoing(self, envelope: Envelope) -> Outgoing:
+        """`envelope` as a message for the incoming exchange, with its ordering key (`iw-key`)."""
+        return Outgoing(
+            self.topology.incoming,
+            envelope.routing_key,
+            dumps_envelope(envelope),
+            message_id=envelope.id,
+            headers={KEY_HEADER: self.registry.key_of(envelope)},
         )
+
+    async def publish_envelope(self, envelope: Envelope) -> None:
+        """Onto the incoming exchange with its ordering key, confirmed (raises BrokerUnavailable)."""
+        await self.broker.publish_message(self.outgoing(envelope))
 
     async def commit(self, staged: Staged) -> None:
         """Commit one unit of work (an install, an OAuth callback) and publish its outbox."""

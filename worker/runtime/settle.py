@@ -4,7 +4,8 @@
     committed    one transaction (unit_of_work.py): the runs' inbox ids and staged work, the parked
                  messages' log rows and answers, the answers to repeated calls
     refused      a unit the database refused is parked now, with the database's reason
-    settled      one multiple-ack for the wave (acks.py), metrics, a log line
+    settled      one multiple-ack for the wave (acks.py), metrics, a log line; the next message of
+                 each settled key may run (admission.py)
 
 When the database is away, nothing of the wave committed: what ran goes to the retry queue (it
 runs again), and parked messages are safe on the parking queue with only their log rows lost.
@@ -24,12 +25,13 @@ from schemas.tools import ToolReply
 from worker.core.logging import get_logger
 from worker.runtime import metrics, results
 from worker.runtime.acks import Acks
-from worker.runtime.amqp import AmqpError, Delivery
+from worker.runtime.admission import Admission
+from worker.runtime.amqp import AmqpError
 from worker.runtime.dispatch import Message, Outcome
 from worker.runtime.failures import DB_ERRORS, classify
 from worker.runtime.retry import Retrier
 from worker.runtime.runtime import Runtime
-from worker.runtime.unit_of_work import Committed, Unit
+from worker.runtime.unit_of_work import CONTENTION, Committed, Unit
 from worker.sdk.errors import Failure
 from worker.sdk.unit import LogEntry, OutboxItem, Staged
 
@@ -38,10 +40,10 @@ RETURN_AFTER = 1.0  # seconds a delivery that goes back to its queue is held fir
 
 
 class Settler:
-    def __init__(self, runtime: Runtime, acks: Acks, inflight: dict[str, asyncio.Future[Outcome]]) -> None:
+    def __init__(self, runtime: Runtime, acks: Acks, admission: Admission) -> None:
         self.runtime = runtime
         self.acks = acks
-        self.inflight = inflight
+        self.admission = admission
         self.retrier = Retrier(runtime.broker, runtime.topology, runtime.settings)
         self.log = get_logger(component="worker")
         self.debug = self.log.is_enabled_for(logging.DEBUG)
@@ -79,6 +81,9 @@ class Settler:
         order = list(units)
         try:
             committed = await self.runtime.unit_of_work.commit([units[i] for i in order])
+        except CONTENTION as exc:
+            self._contended(wave, exc)
+            return Committed()
         except DB_ERRORS as exc:
             await self._database_away(wave, classify(exc))
             return Committed()
@@ -135,7 +140,7 @@ class Settler:
         answers: dict[int, OutboxItem] = {}
         for message in wave:
             envelope, reply_to = message.envelope, message.delivery.reply_to
-            if message.outcome != "duplicate" or envelope is None or not reply_to or not message.answer_again:
+            if message.outcome != "duplicate" or envelope is None or not reply_to:
                 continue
             try:
                 stored = await results.get(self.runtime.pool, envelope.id)
@@ -161,6 +166,15 @@ class Settler:
             "database unavailable; the wave goes to the retry queue", error=failure.reason, messages=len(again)
         )
 
+    def _contended(self, wave: Sequence[Message], exc: BaseException) -> None:
+        """The wave stayed contended through every try: what ran goes back to its queue (no attempt
+        counted, its key's order kept) and runs again; contention is not an outage."""
+        again = [m for m in wave if m.outcome in ("success", "skipped_inactive")]
+        for message in again:
+            message.staged.clear()
+            message.outcome = None
+        self.log.warning("contended; the wave runs again", error=type(exc).__name__, messages=len(again))
+
     async def _park_refused(self, refused: list[Message]) -> None:
         if not refused:
             return
@@ -176,7 +190,8 @@ class Settler:
         acks = self.acks
         now = time.perf_counter()
         outcomes: Counter[tuple[str, str]] = Counter()
-        returned: list[Delivery] = []
+        returned: list[Message] = []
+        settled: list[tuple[Message, bool]] = []
         for message in wave:
             if message.settled:
                 continue
@@ -184,16 +199,15 @@ class Settler:
             delivery = message.delivery
             outcome: Outcome = message.outcome or "returned"
             if outcome == "returned":
-                returned.append(delivery)
+                returned.append(message)
             else:
                 acks.ack(delivery.channel, delivery.tag)
-            if message.owns_inflight and message.envelope is not None:
-                future = self.inflight.pop(message.envelope.id, None)
-                if future is not None and not future.done():
-                    future.set_result(outcome)
+            settled.append((message, outcome == "returned"))
             outcomes[(message.queue_type, outcome)] += 1
             self._log(message, outcome, now)
         acks.flush()
+        for message, back in settled:  # after the acks went out: the next of each key may run
+            self.admission.settled(message, returned=back)
         if returned:
             # Back to the queue after a pause, not at once: what could not be made durable (the
             # broker's publisher or the database away) would otherwise run again in a tight loop.
@@ -212,10 +226,15 @@ class Settler:
                 "wave settled", outcomes=dict(by_outcome), messages=len(wave), slowest_ms=round(slowest * 1000, 2)
             )
 
-    def _requeue(self, deliveries: list[Delivery]) -> None:
-        with contextlib.suppress(AmqpError):  # a channel closed meanwhile: the broker redelivers anyway
-            for delivery in deliveries:
-                self.acks.reject(delivery.channel, delivery.tag, requeue=True)
+    def _requeue(self, messages: list[Message]) -> None:
+        """Each returned message back to its queue, followed by those of its key that waited behind
+        it here, in order: the broker delivers them again in that order."""
+        for message in messages:
+            behind = self.admission.take_returning(message)
+            with contextlib.suppress(AmqpError):  # a channel closed meanwhile: the broker redelivers anyway
+                for each in (message, *behind):
+                    self.acks.reject(each.delivery.channel, each.delivery.tag, requeue=True)
+        with contextlib.suppress(AmqpError):
             self.acks.flush()
 
     def _log(self, message: Message, outcome: Outcome, now: float) -> None:

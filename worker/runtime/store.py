@@ -210,11 +210,13 @@ async def mark_processed(conn: Conn, ids: Sequence[str], types: Sequence[str]) -
     """Insert ids into the inbox; returns those that were new (not processed by someone else)."""
     if not ids:
         return set()
+    # in one order (by id) in every transaction: two that insert some ids alike cannot deadlock
+    pairs = sorted(zip(ids, types, strict=True))
     records = await conn.fetch(
         """INSERT INTO processed_events (id, type) SELECT * FROM unnest($1::text[], $2::text[])
            ON CONFLICT (id) DO NOTHING RETURNING id""",
-        list(ids),
-        list(types),
+        [i for i, _ in pairs],
+        [t for _, t in pairs],
     )
     return {r["id"] for r in records}
 
@@ -247,17 +249,19 @@ async def insert_outbox(conn: Conn, items: Sequence[OutboxItem]) -> set[str]:
         return set()
     records = await conn.fetch(
         """WITH items AS (
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[])
-                   WITH ORDINALITY AS i(id, exchange, routing_key, body, correlation_id, once_key, ord)),
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+                                    $7::jsonb[])
+                   WITH ORDINALITY AS i(id, exchange, routing_key, body, correlation_id, once_key, headers, ord)),
            claimed AS (
-               INSERT INTO emitted_once (key) SELECT DISTINCT once_key FROM items WHERE once_key IS NOT NULL
+               INSERT INTO emitted_once (key)
+               SELECT DISTINCT once_key FROM items WHERE once_key IS NOT NULL ORDER BY once_key
                ON CONFLICT (key) DO NOTHING RETURNING key),
            chosen AS (
                SELECT DISTINCT ON (coalesce(once_key, id)) * FROM items
                WHERE once_key IS NULL OR once_key IN (SELECT key FROM claimed)
                ORDER BY coalesce(once_key, id), ord)
-           INSERT INTO outbox (id, exchange, routing_key, body, correlation_id)
-           SELECT id, exchange, routing_key, body, correlation_id FROM chosen
+           INSERT INTO outbox (id, exchange, routing_key, body, correlation_id, headers)
+           SELECT id, exchange, routing_key, body, correlation_id, headers FROM chosen ORDER BY id
            ON CONFLICT (id) DO NOTHING RETURNING id""",
         [i.id for i in items],
         [i.exchange for i in items],
@@ -265,6 +269,7 @@ async def insert_outbox(conn: Conn, items: Sequence[OutboxItem]) -> set[str]:
         [i.body for i in items],
         [i.correlation_id for i in items],
         [i.once_key for i in items],
+        [i.headers for i in items],
     )
     return {r["id"] for r in records}
 
@@ -276,14 +281,17 @@ async def delete_outbox(conn: Queryable, ids: Sequence[str]) -> None:
 
 async def due_outbox(conn: Conn, older_than_seconds: float, limit: int) -> list[OutboxItem]:
     records = await conn.fetch(
-        """SELECT id, exchange, routing_key, body, correlation_id FROM outbox
+        """SELECT id, exchange, routing_key, body, correlation_id, headers FROM outbox
            WHERE created_at < now() - make_interval(secs => $1)
            ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED""",
         older_than_seconds,
         limit,
     )
     return [
-        OutboxItem(r["id"], r["exchange"], r["routing_key"], bytes(r["body"]), r["correlation_id"]) for r in records
+        OutboxItem(
+            r["id"], r["exchange"], r["routing_key"], bytes(r["body"]), r["correlation_id"], headers=r["headers"]
+        )
+        for r in records
     ]
 
 

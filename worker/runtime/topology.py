@@ -1,23 +1,41 @@
 """The broker's topology, declared idempotently by every process at start.
 
-<p>.incoming          topic     every webhook, command and platform event, key <type>.<kind>.<name>
-  -> <p>.<type>       quorum    one queue per integration type, bound <type>.#; after
-                                `delivery_limit` deliveries (a crash loop) dead-letters to <p>.parked
-  (unroutable)      -> <p>.parked (alternate exchange)
-<p>.retry             headers   a failed message waits here, on the queue of its delay ...
-  -> <p>.retry.<ms>ms classic   ... whose TTL dead-letters it back to <p>.incoming, key unchanged
-<p>.parked            fanout    messages that will not succeed without help
-  -> <p>.parked       classic   inspected and replayed with `integration-worker dead`
-<p>.results           topic     result events for other services, key = event type
-  (unroutable)      -> <p>.results.unrouted (kept until someone binds a queue)
+<p>.incoming            topic     every webhook, command and platform event, key <type>.<kind>.<name>
+  -> <p>.<type>.shards  x-consistent-hash, on the `iw-key` header: a type's messages spread by key
+    -> <p>.<type>.<i>   quorum, single active consumer: shard i of the type (IW_SHARDS of them);
+                        the events of one key are on one shard, in the order the broker took them,
+                        and only one worker consumes a shard at a time; after `delivery_limit`
+                        deliveries (a crash loop) a message dead-letters to <p>.parked
+  (unroutable)        -> <p>.parked (alternate exchange)
+<p>.retry               headers   a failed message waits here, on the queue of its delay ...
+  -> <p>.retry.<ms>ms   classic   ... whose TTL dead-letters it back to <p>.incoming, key unchanged
+<p>.parked              fanout    messages that will not succeed without help
+  -> <p>.parked         classic   inspected and replayed with `integration-worker dead`
+<p>.results             topic     result events for other services, key = event type
+  (unroutable)        -> <p>.results.unrouted (kept until someone binds a queue)
+
+Before sharding a type had one queue, <p>.<type>: declaring unbinds it (it gets nothing new) and
+workers drain what it still holds (`legacy_queues`); it is deleted once empty.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from aio_pika.abc import AbstractChannel, ExchangeType
+import aio_pika.exceptions
+import aiormq.exceptions
+from aio_pika.abc import AbstractChannel, AbstractConnection, ExchangeType
+
+from schemas.envelope import KEY_HEADER
+from worker.core.settings import ConfigurationError
+
+PLUGIN_MISSING = (
+    "RabbitMQ's consistent-hash exchange is not enabled: run "
+    "`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` on every node (it ships with the server)"
+)
 
 
 def message_id_for(envelope_id: str) -> str:
@@ -35,6 +53,24 @@ class Topology:
     types: tuple[str, ...]
     retry_delays: tuple[float, ...]
     delivery_limit: int
+    shards: Mapping[str, int] = field(default_factory=dict)  # per type; absent: 1
+
+    def shard_count(self, type_: str) -> int:
+        return self.shards.get(type_, 1)
+
+    def shard_exchange(self, type_: str) -> str:
+        return f"{self.prefix}.{type_}.shards"
+
+    def shard_queue(self, type_: str, index: int) -> str:
+        return f"{self.prefix}.{type_}.{index}"
+
+    def queues(self, type_: str) -> list[str]:
+        """The shard queues of a type, in shard order."""
+        return [self.shard_queue(type_, i) for i in range(self.shard_count(type_))]
+
+    def legacy_queue(self, type_: str) -> str:
+        """The type's one queue from before sharding."""
+        return f"{self.prefix}.{type_}"
 
     @property
     def incoming(self) -> str:
@@ -56,9 +92,6 @@ class Topology:
     def results_unrouted(self) -> str:
         return f"{self.prefix}.results.unrouted"
 
-    def queue(self, type_: str) -> str:
-        return f"{self.prefix}.{type_}"
-
     @staticmethod
     def delay_label(delay: float) -> str:
         return f"{round(delay * 1000)}ms"
@@ -67,12 +100,20 @@ class Topology:
         return f"{self.prefix}.retry.{self.delay_label(delay)}"
 
     def queue_names(self) -> list[str]:
-        names = [self.queue(t) for t in self.types]
+        names = [queue for t in self.types for queue in self.queues(t)]
         names += [self.retry_queue(d) for d in self.retry_delays]
         return [*names, self.parked, self.results_unrouted]
 
     def exchange_names(self) -> list[str]:
-        return [self.incoming, self.retry, self.parked, self.results, self.results_unrouted]
+        shards = [self.shard_exchange(t) for t in self.types]
+        return [self.incoming, *shards, self.retry, self.parked, self.results, self.results_unrouted]
+
+    def queue_type(self, queue: str) -> str | None:
+        """The integration type whose shard (or legacy queue) this is."""
+        for type_ in self.types:
+            if queue == self.legacy_queue(type_) or queue in self.queues(type_):
+                return type_
+        return None
 
 
 async def declare(channel: AbstractChannel, topology: Topology) -> None:
@@ -82,20 +123,11 @@ async def declare(channel: AbstractChannel, topology: Topology) -> None:
     parked_q = await channel.declare_queue(t.parked, durable=True, arguments={"x-queue-type": "classic"})
     await parked_q.bind(parked_x, "")
 
-    incoming = await channel.declare_exchange(
+    await channel.declare_exchange(
         t.incoming, ExchangeType.TOPIC, durable=True, arguments={"alternate-exchange": t.parked}
     )
     for type_ in t.types:
-        queue = await channel.declare_queue(
-            t.queue(type_),
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-delivery-limit": t.delivery_limit,
-                "x-dead-letter-exchange": t.parked,
-            },
-        )
-        await queue.bind(incoming, f"{type_}.#")
+        await declare_type(channel, t, type_)
 
     retry_x = await channel.declare_exchange(t.retry, ExchangeType.HEADERS, durable=True)
     for delay in t.retry_delays:
@@ -113,6 +145,56 @@ async def declare(channel: AbstractChannel, topology: Topology) -> None:
     await channel.declare_exchange(
         t.results, ExchangeType.TOPIC, durable=True, arguments={"alternate-exchange": t.results_unrouted}
     )
+
+
+async def declare_type(channel: AbstractChannel, topology: Topology, type_: str) -> None:
+    """One type's shard exchange and shard queues (again after a queue was deleted under us)."""
+    t = topology
+    try:
+        shards = await channel.declare_exchange(
+            t.shard_exchange(type_), ExchangeType.X_CONSISTENT_HASH, durable=True, arguments={"hash-header": KEY_HEADER}
+        )
+    except aiormq.exceptions.ConnectionCommandInvalid as exc:
+        if "exchange type" in str(exc):
+            raise ConfigurationError(PLUGIN_MISSING) from None
+        raise
+    await shards.bind(t.incoming, f"{type_}.#")
+    for queue_name in t.queues(type_):
+        queue = await channel.declare_queue(
+            queue_name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-single-active-consumer": True,
+                "x-delivery-limit": t.delivery_limit,
+                "x-dead-letter-exchange": t.parked,
+            },
+        )
+        await queue.bind(shards, "1")  # the weight: every shard takes an equal part of the keys
+
+
+async def legacy_queues(connection: AbstractConnection, topology: Topology, types: tuple[str, ...]) -> list[str]:
+    """The unsharded queues of `types` that still exist: unbound from the incoming exchange (nothing
+    new reaches them), deleted when empty, returned (to be drained) while they hold messages."""
+    found = []
+    for type_ in types:
+        name = topology.legacy_queue(type_)
+        channel = await connection.channel()
+        try:
+            queue = await channel.get_queue(name, ensure=True)  # passive: 404 closes the channel
+        except (aiormq.exceptions.ChannelNotFoundEntity, aio_pika.exceptions.ChannelClosed):
+            continue
+        else:
+            await queue.unbind(topology.incoming, f"{type_}.#")
+            if queue.declaration_result.message_count:
+                found.append(name)
+            else:
+                with contextlib.suppress(aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPError):
+                    await channel.queue_delete(name, if_empty=True)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+    return found
 
 
 async def delete(channel: AbstractChannel, topology: Topology) -> None:

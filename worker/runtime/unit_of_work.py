@@ -14,6 +14,14 @@ In one transaction:
 then the outbox items written are published (worker/runtime/outbox.py). When the database
 refuses a write (a constraint, a bad value), the batch is applied again one unit per savepoint,
 and the refused units fail alone, permanently.
+
+Every transaction writes in one order whatever its units are: the inbox by id, the writes level
+by level (each unit's k-th write), within a level by statement then by the rows' values, the
+`once` keys and outbox rows by key. Two transactions that touch the same rows take their locks
+in the same order, so they wait for each other instead of deadlocking. A deadlock or a
+serialization failure that still happens is contention, not an outage: the transaction is tried
+again in place (CONTENTION_TRIES times, with jitter, counted in `iw_commit_retries_total`), and
+never sends a message to the retry queue.
 """
 
 from __future__ import annotations
@@ -22,11 +30,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import groupby
+from typing import Any
 
 import asyncpg
+import orjson
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from worker.core.text import without_nul
-from worker.runtime import store
+from worker.runtime import metrics, store
 from worker.runtime.db import Conn
 from worker.runtime.failures import classify
 from worker.runtime.outbox import Outbox
@@ -111,20 +122,32 @@ def once_each(items: Sequence[OutboxItem]) -> list[OutboxItem]:
     return kept
 
 
+# Contention, not an outage: tried again in place.
+CONTENTION: tuple[type[Exception], ...] = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+CONTENTION_TRIES = 6
+
+
+def _row_order(args: tuple[Any, ...]) -> bytes:
+    """A row's place among the rows of its statement: the same in every process (its values)."""
+    try:
+        return orjson.dumps(args, default=repr)
+    except TypeError:  # a value orjson cannot walk: its text
+        return repr(args).encode()
+
+
 async def run_writes(conn: Conn, sequences: Sequence[Sequence[Write]]) -> None:
     """Each unit's writes in its order. Level k holds every unit's k-th write; within a level the
     same statement runs once, as `executemany` (units of one batch ran side by side, so their
-    writes have no order among each other)."""
+    writes have no order among each other), statements and rows in one order (by text, by value)."""
     depth = max((len(writes) for writes in sequences), default=0)
     for level in range(depth):
-        writes = sorted(
-            (writes[level] for writes in sequences if len(writes) > level), key=lambda write: hash(write[0])
-        )
+        writes = sorted((writes[level] for writes in sequences if len(writes) > level), key=lambda write: write[0])
         for sql, group in groupby(writes, key=lambda write: write[0]):
             rows = [args for _, args in group]
             if len(rows) == 1:
                 await conn.execute(sql, *rows[0])
             else:
+                rows.sort(key=_row_order)
                 await conn.executemany(sql, rows)
 
 
@@ -149,19 +172,13 @@ class UnitOfWork:
 
     async def commit(self, units: Sequence[Unit]) -> Committed:
         """Commit the units; a database refusal fails only the units it concerns. Raises when the
-        database is unavailable (nothing committed). Publishes what the outbox gained."""
+        database is unavailable (nothing committed), or CONTENTION when it stayed contended after
+        CONTENTION_TRIES tries. Publishes what the outbox gained."""
         published = self.outbox.take_published()
         try:
-            async with self._pool().acquire() as conn:
-                try:
-                    async with conn.transaction():
-                        await store.delete_outbox(conn, published)
-                        committed = await apply(conn, units)
-                except (asyncpg.PostgresError, UnrenderableEvent) as exc:
-                    if classify(exc).kind == "transient":
-                        raise
-                    await store.delete_outbox(conn, published)
-                    committed = await self._one_by_one(conn, units)
+            async for attempt in contended():
+                with attempt:
+                    committed = await self._commit_once(units, published)
         except BaseException:
             self.outbox.untake(published)
             raise
@@ -174,6 +191,18 @@ class UnitOfWork:
         )
         self.outbox.publish_soon(committed.outbox)
         return committed
+
+    async def _commit_once(self, units: Sequence[Unit], published: Sequence[str]) -> Committed:
+        async with self._pool().acquire() as conn:
+            try:
+                async with conn.transaction():
+                    await store.delete_outbox(conn, published)
+                    return await apply(conn, units)
+            except (asyncpg.PostgresError, UnrenderableEvent) as exc:
+                if classify(exc).kind == "transient":
+                    raise
+                await store.delete_outbox(conn, published)
+                return await self._one_by_one(conn, units)
 
     async def _one_by_one(self, conn: Conn, units: Sequence[Unit]) -> Committed:
         total = Committed()
@@ -204,6 +233,26 @@ class UnitOfWork:
         """One unit with no inbox id (an install, an OAuth callback), in a transaction of its
         own; its outbox is published once committed. (A caller with a transaction of its own
         calls `apply` in it, then publishes `Committed.outbox` after its commit.)"""
-        async with self._pool().acquire() as conn, conn.transaction():
-            committed = await apply(conn, [Unit(staged)])
+        async for attempt in contended():
+            with attempt:
+                async with self._pool().acquire() as conn, conn.transaction():
+                    committed = await apply(conn, [Unit(staged)])
         await self.outbox.publish(committed.outbox)
+
+
+def contended() -> AsyncRetrying:
+    """Tries of one transaction while it deadlocks or fails to serialise (a few ms apart, jittered);
+    the last failure is raised as it is."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(CONTENTION),
+        stop=stop_after_attempt(CONTENTION_TRIES),
+        wait=wait_random_exponential(multiplier=0.005, max=0.2),
+        before_sleep=_count_contention,
+        reraise=True,
+    )
+
+
+def _count_contention(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    reason = "deadlock" if isinstance(error, asyncpg.DeadlockDetectedError) else "serialization"
+    metrics.child(metrics.COMMIT_RETRIES, reason).inc()

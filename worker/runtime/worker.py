@@ -1,12 +1,16 @@
-"""The worker: consume (worker/runtime/consume.py), and run each batch through the pipeline
-(worker/runtime/pipeline.py) while the next ones arrive.
+"""The worker: take its share of the shard queues (worker/runtime/shards.py), consume them
+(worker/runtime/consume.py), admit what it read ahead key by key and team by team
+(worker/runtime/admission.py), and run each batch through the pipeline (worker/runtime/pipeline.py)
+while the next ones arrive.
 
-    deliveries --> batches --> dispatch --> execute --> retry / park --> unit of work --> ack
+    shards --> deliveries --> admission (keys, teams) --> batches --> dispatch --> execute
+           --> retry / park --> unit of work --> ack --> the next message of the key
 
-On SIGTERM (`stop`) the worker stops consuming, sends back to the queue what it had not started,
-lets in-flight batches finish within IW_SHUTDOWN_GRACE, gives their result events a moment to
-go out (the outbox relay sends the rest), and closes its connection: whatever was still not
-acknowledged is redelivered by the broker and deduplicated by the inbox.
+On SIGTERM (`stop`) the worker leaves the members (the others take its shards at their next
+beat), admits nothing more, lets in-flight batches finish within IW_SHUTDOWN_GRACE, gives their
+result events a moment to go out (the outbox relay sends the rest), and closes its connection:
+the broker takes back what it had not acknowledged, in order, and hands each shard to the next
+worker; the inbox turns repeats of committed work into duplicates.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from collections.abc import Sequence
 from worker.core.logging import get_logger
 from worker.runtime import metrics
 from worker.runtime.acks import Acks
+from worker.runtime.admission import Admission
 from worker.runtime.consume import Intake
 from worker.runtime.dispatch import Message
 from worker.runtime.pipeline import Pipeline
 from worker.runtime.runtime import Runtime
+from worker.runtime.shards import Membership
 
 
 class Worker:
@@ -41,17 +47,31 @@ class Worker:
         if unknown:
             raise ValueError(f"unknown integration types: {', '.join(unknown)} (known: {', '.join(known)})")
         self.concurrency = concurrency or settings.concurrency
-        self.prefetch = max(prefetch or settings.prefetch, settings.batch_size)
-        self.acks = Acks(max_held=max(16, self.prefetch // 4))
-        self.pipeline = Pipeline(runtime, self.acks, concurrency=self.concurrency)
+        self.prefetch = prefetch or settings.prefetch
+        self.acks = Acks(max_held=max(16, min(self.prefetch, self.concurrency) // 4))
+        self.admission = Admission(
+            capacity=self.concurrency,
+            batch_size=min(settings.batch_size, self.concurrency),
+            linger=settings.batch_linger,
+            start_batch=self._start_batch,
+        )
+        self.pipeline = Pipeline(runtime, self.acks, self.admission)
         self.intake = Intake(
             runtime.broker,
-            {runtime.topology.queue(t): t for t in self.types},
+            runtime.topology,
+            runtime.registry,
+            self.admission,
+            self.acks,
             prefetch=self.prefetch,
-            batch_size=settings.batch_size,
-            linger=settings.batch_linger,
-            acks=self.acks,
-            on_batch=self._start_batch,
+            types=self.types,
+        )
+        self.membership = Membership(
+            lambda: runtime.pool,
+            runtime.topology,
+            self.types,
+            interval=settings.rebalance_interval,
+            ttl=settings.worker_ttl,
+            apply=self.intake.own,
         )
         self._batches: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -62,12 +82,22 @@ class Worker:
 
     async def start(self) -> None:
         await self.intake.start()
+        await self.membership.start()  # this worker's shards, before start returns
+        legacy = await self.runtime.broker.legacy_queues(self.types)
+        if legacy:
+            self.log.warning("draining the unsharded queues of an earlier version", queues=legacy)
+            await self.intake.drain(legacy)
+        for type_ in self.types:
+            metrics.child(metrics.WAITING, type_).set_function(lambda t=type_: self.admission.waiting_of(t))
+        self.runtime.consuming = self.intake.status
         self.log.info(
             "worker consuming",
             types=list(self.types),
+            shards=sorted(self.intake.owned()),
+            member=self.membership.id,
             concurrency=self.concurrency,
             prefetch=self.prefetch,
-            batch_size=self.runtime.settings.batch_size,
+            batch_size=self.admission.batch_size,
         )
 
     def _start_batch(self, batch: list[Message]) -> None:
@@ -100,7 +130,7 @@ class Worker:
         await self._idle.wait()
 
     async def stop(self) -> None:
-        """Stop consuming, let in-flight work finish (bounded), leave the rest for redelivery."""
+        """Leave the members, admit nothing more, let in-flight work finish (bounded), close."""
         if self._stopping:
             await self._stopped.wait()
             return
@@ -108,7 +138,9 @@ class Worker:
         settings = self.runtime.settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.shutdown_grace
-        returned = await self.intake.stop_receiving()
+        await self.membership.stop()
+        self.admission.pause()
+        returned = self.intake.stop_receiving()
         self.acks.flush()
         if self._batches:
             _, late = await asyncio.wait(set(self._batches), timeout=settings.shutdown_grace)
@@ -119,5 +151,7 @@ class Worker:
                 await asyncio.gather(*late, return_exceptions=True)
         await self.runtime.outbox.drain(deadline - loop.time())
         await self.intake.close()
+        for type_ in self.types:
+            metrics.child(metrics.SHARDS_OWNED, type_).set(0)
         self.log.info("worker stopped", returned=returned)
         self._stopped.set()

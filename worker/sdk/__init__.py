@@ -48,6 +48,7 @@ from worker.sdk.errors import (
     parse_retry_after,
 )
 from worker.sdk.http import AttachmentTooLarge, Download, call, download
+from worker.sdk.keys import KeyFn, MessageView, payload_key, per_integration, unordered
 from worker.sdk.records import IntegrationRecord, Link
 from worker.sdk.registry import Registry, RegistryError
 from worker.sdk.tokens import InvalidGrant, NewLink, TokenGrant, TokenRefresher
@@ -72,9 +73,11 @@ __all__ = [
     "IntegrationError",
     "IntegrationRecord",
     "InvalidGrant",
+    "KeyFn",
     "Lifecycle",
     "Link",
     "LinkNeedsReconnect",
+    "MessageView",
     "NewLink",
     "OAuthFlow",
     "OAuthStart",
@@ -98,6 +101,9 @@ __all__ = [
     "derived_id",
     "download",
     "parse_retry_after",
+    "payload_key",
+    "per_integration",
     "redact",
     "tool_name",
+    "unordered",
 ]

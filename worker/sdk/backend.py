@@ -57,6 +57,10 @@ class Exchanges:
 class Backend(Protocol):
     """The runtime, as integration code reaches it."""
 
+    def key_of(self, envelope: Envelope) -> str:
+        """The ordering key of a message to publish (the `iw-key` header): what its handler declares."""
+        ...
+
     @property
     def settings(self) -> Settings: ...
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 from structlog.typing import FilteringBoundLogger
 
-from schemas.envelope import Envelope, Kind, dumps_envelope
+from schemas.envelope import KEY_HEADER, Envelope, Kind, dumps_envelope
 from schemas.events import EventData, IntegrationStatus, IntegrationStatusChanged
 from schemas.rows import LogLevel
 from worker.core.cache import TTLCache
@@ -294,6 +294,7 @@ class Context:
                 envelope.routing_key,
                 dumps_envelope(envelope),
                 once_key=key,
+                headers={KEY_HEADER: self._backend.key_of(envelope)},
             )
         )
         return envelope

@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings
 from schemas.envelope import Kind
 from worker.sdk.context import Context
 from worker.sdk.http import Download
+from worker.sdk.keys import KeyFn
 from worker.sdk.records import IntegrationRecord, Link
 
 InT = TypeVar("InT", bound=BaseModel)
@@ -107,6 +108,8 @@ HandlerFn = Callable[[Context], Awaitable[None]]
 class Handler:
     """Runs for messages `<type>.<kind>.<name>`; `name="*"` catches the names nobody else handles.
 
+    key: what this kind's events are ordered by (worker/sdk/keys.py): events of one key run one
+        after the other, in order; None: `per_integration`.
     requires_integration: without a matching integration row the message is parked.
     when_inactive: run even when the integration is suspended or uninstalled (else: skipped, logged).
     """
@@ -116,6 +119,7 @@ class Handler:
     run: HandlerFn
     requires_integration: bool = True
     when_inactive: bool = False
+    key: KeyFn | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,8 @@ class Action(Generic[InT, OutT]):
 
     needs_user_link: the action acts as a platform user and needs that user's link (their token);
     the runtime finds it (envelope header `x-user-id`) and hands it over as `ctx.user_link`.
+    key: what its calls are ordered by (worker/sdk/keys.py), computed from the call's input
+    (`message.payload`); None: `unordered`, calls are independent requests.
     """
 
     name: str
@@ -133,6 +139,7 @@ class Action(Generic[InT, OutT]):
     run: Callable[[Context, InT], Awaitable[OutT]]
     needs_user_link: bool = False
     requires_integration: bool = True
+    key: KeyFn | None = None
 
 
 def tool_name(type_: str, action: str) -> str:

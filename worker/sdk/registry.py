@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from schemas.envelope import KINDS, valid_name, valid_type
 from worker.sdk.declare import Action, Handler, Integration, tool_name
+from worker.sdk.keys import MessageView, key_of, per_integration, unordered
 
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TOOL_NAME_MAX = 64  # OpenAI function names: ^[a-zA-Z0-9_-]{1,64}$
@@ -65,6 +66,17 @@ class Registry:
     def route(self, type_: str, kind: str, name: str) -> Route | None:
         """What runs `<type>.<kind>.<name>`: a handler, an action (commands), or None."""
         return self._routes.get((type_, kind, name)) or self._routes.get((type_, kind, "*"))
+
+    def key_of(self, message: MessageView) -> str:
+        """The ordering key of a message about to be published (the `iw-key` header): what its
+        handler or action declares, else one order per integration (handlers) or none (actions)."""
+        route = self.route(message.type, message.kind, message.name)
+        if route is None:
+            return key_of(message, None)
+        declared = route.key
+        if declared is None:
+            declared = unordered if isinstance(route, Action) else per_integration
+        return key_of(message, declared)
 
     def migration_dirs(self) -> list[tuple[str, Path]]:
         return [(i.type, d) for i in self._by_type.values() if (d := i.migrations) is not None]

@@ -29,11 +29,20 @@ class OutboxItem:
     correlation_id: str | None = None
     once_key: str | None = None  # published only if no item with this key ever was
     render: Callable[[], bytes] | None = None
+    headers: dict[str, str] | None = None  # AMQP headers (a command's ordering key, `iw-key`)
 
     def rendered(self) -> OutboxItem:
         if self.render is None:
             return self
-        return OutboxItem(self.id, self.exchange, self.routing_key, self.render(), self.correlation_id, self.once_key)
+        return OutboxItem(
+            self.id,
+            self.exchange,
+            self.routing_key,
+            self.render(),
+            self.correlation_id,
+            self.once_key,
+            headers=self.headers,
+        )
 
 
 @dataclass(frozen=True, slots=True)

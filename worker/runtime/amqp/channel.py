@@ -31,6 +31,8 @@ class Delivery:
     message_id: str | None
     reply_to: str | None
     correlation_id: str | None
+    headers: dict[str, Any] | None = None  # the message's AMQP headers (`iw-key`, `x-delivery-count`, ...)
+    timestamp: int | None = None
 
 
 OnDelivery = Callable[[Delivery], None]
@@ -43,6 +45,8 @@ class Channel:
         self.confirming = False
         self.consumers: dict[str, OnDelivery] = {}
         self.on_cancel: Callable[[str], None] | None = None
+        # told when a consumer's callback raised (the delivery went back to its queue)
+        self.on_consumer_error: Callable[[Delivery, Exception], None] | None = None
         # called once when the broker closes this channel (the connection stays open)
         self.on_broker_close: Callable[[BaseException], None] | None = None
         self._rpc: deque[tuple[type[Frame], asyncio.Future[Any]]] = deque()
@@ -93,7 +97,7 @@ class Channel:
 
     def _check(self) -> None:
         if self._closed is not None:
-            raise ChannelClosed(str(self._closed))
+            raise ChannelClosed(str(self._closed), code=getattr(self._closed, "code", None))
 
     # --- consuming -------------------------------------------------------------------------------------
 
@@ -205,20 +209,26 @@ class Channel:
             on_delivery = self.consumers.get(consumer_tag)
             if on_delivery is None:  # a consumer cancelled meanwhile: back to the queue
                 self.reject(tag, requeue=True)
-            else:
-                on_delivery(
-                    Delivery(
-                        self,
-                        consumer_tag,
-                        tag,
-                        redelivered,
-                        routing_key,
-                        body,
-                        props.message_id,
-                        props.reply_to,
-                        props.correlation_id,
-                    )
-                )
+                return
+            delivery = Delivery(
+                self,
+                consumer_tag,
+                tag,
+                redelivered,
+                routing_key,
+                body,
+                props.message_id,
+                props.reply_to,
+                props.correlation_id,
+                props.headers,
+                props.timestamp,
+            )
+            try:
+                on_delivery(delivery)
+            except Exception as exc:  # the consumer's bug: this delivery goes back, the connection stays
+                self.reject(tag, requeue=True)
+                if self.on_consumer_error is not None:
+                    self.on_consumer_error(delivery, exc)
             return
         code, text, exchange, routing_key = content[1]
         for tag, (_, message_id) in self._unconfirmed.items():  # the earliest unconfirmed with its id
@@ -231,7 +241,9 @@ class Channel:
             with contextlib.suppress(ConnectionLost):
                 self.connection.send(self.number, spec.Channel.CloseOk())
             self.connection.channels.pop(self.number, None)
-            reason = ChannelClosed(f"the broker closed the channel: {frame.reply_code} {frame.reply_text}")
+            reason = ChannelClosed(
+                f"the broker closed the channel: {frame.reply_code} {frame.reply_text}", code=frame.reply_code
+            )
             self.fail(reason)
             if self.on_broker_close is not None:
                 self.on_broker_close(reason)

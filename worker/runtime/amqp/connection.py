@@ -1,14 +1,21 @@
-"""One AMQP connection: the handshake, heartbeats, frames read off the socket and handed to
-their channel, and every waiter failed when the connection is lost."""
+"""One AMQP connection: the handshake (PLAIN or EXTERNAL, over TLS as the URL says), heartbeats,
+frames read off the socket and handed to their channel, and every waiter failed when the
+connection is lost.
+
+Two ways the broker slows its publishers down, both seen here:
+    connection.blocked   a memory or disk alarm: `blocked` holds the broker's reason until
+                         `connection.unblocked`; publishers fail at once instead of waiting
+    TCP back-pressure    the broker reads slower than we write: the transport pauses writing
+                         above WRITE_BUFFER_HIGH bytes, and `writable()` waits for it to drain
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pamqp.frame
 from pamqp import commands as spec
@@ -17,6 +24,9 @@ from pamqp.base import Frame
 from worker.runtime.amqp import frames as wire
 from worker.runtime.amqp.channel import Channel
 from worker.runtime.amqp.types import AmqpError, ConnectionLost, closed_by_broker
+from worker.runtime.amqp.url import Endpoint, parse
+
+WRITE_BUFFER_HIGH = 1024 * 1024  # bytes written and not yet taken by the socket before writers wait
 
 _CAPABILITIES: dict[str, Any] = {
     "publisher_confirms": True,
@@ -39,30 +49,33 @@ class Connection(asyncio.Protocol):
         self._waiting: deque[tuple[type[Frame], asyncio.Future[Any]]] = deque()
         self._last_received = self.loop.time()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.blocked: str | None = None  # the broker's reason while it blocks publishers (an alarm)
+        self.on_blocked: Callable[[str | None], None] | None = None  # told when `blocked` changes
+        self.endpoint: Endpoint | None = None
 
     @classmethod
-    async def open(cls, url: str, *, name: str, heartbeat: int = 30, connect_within: float = 10.0) -> Connection:
-        parts = urlsplit(url)
-        tls = parts.scheme == "amqps"
-        vhost = unquote(parts.path[1:]) if parts.path not in ("", "/") else "/"
+    async def open(cls, url: str | Endpoint, *, name: str) -> Connection:
+        endpoint = parse(url) if isinstance(url, str) else url
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(connect_within):
+        async with asyncio.timeout(endpoint.connect_timeout):
             _, connection = await loop.create_connection(
                 lambda: cls(name),
-                parts.hostname or "127.0.0.1",
-                parts.port or (5671 if tls else 5672),
-                ssl=ssl.create_default_context() if tls else None,
+                endpoint.host,
+                endpoint.port,
+                ssl=endpoint.tls,
+                server_hostname=endpoint.host if endpoint.tls is not None else None,
             )
+            connection.endpoint = endpoint
             try:
-                await connection._handshake(
-                    unquote(parts.username or "guest"), unquote(parts.password or "guest"), vhost, heartbeat
-                )
+                await connection._handshake(endpoint)
             except BaseException:
                 connection.abort()
                 raise
         return connection
 
-    async def _handshake(self, user: str, password: str, vhost: str, heartbeat: int) -> None:
+    async def _handshake(self, endpoint: Endpoint) -> None:
         start = self._expect(spec.Connection.Start)
         assert self._transport is not None
         self._transport.write(b"AMQP\x00\x00\x09\x01")
@@ -76,15 +89,19 @@ class Connection(asyncio.Protocol):
         self.send(
             0,
             spec.Connection.StartOk(
-                client_properties=properties, mechanism="PLAIN", response=f"\0{user}\0{password}", locale="en_US"
+                client_properties=properties,
+                mechanism=endpoint.mechanism,
+                response=endpoint.sasl_response().decode(),
+                locale="en_US",
             ),
         )
         tuned: spec.Connection.Tune = await tune
         self.frame_max = tuned.frame_max or self.frame_max
+        heartbeat = endpoint.heartbeat
         beat = min(heartbeat, tuned.heartbeat) if tuned.heartbeat and heartbeat else heartbeat or tuned.heartbeat
         self.send(0, spec.Connection.TuneOk(channel_max=tuned.channel_max, frame_max=self.frame_max, heartbeat=beat))
         opened = self._expect(spec.Connection.OpenOk)
-        self.send(0, spec.Connection.Open(virtual_host=vhost))
+        self.send(0, spec.Connection.Open(virtual_host=endpoint.vhost))
         await opened
         if beat:
             self._heartbeat = self.loop.create_task(self._beat(beat), name=f"amqp-heartbeat-{self.name}")
@@ -118,6 +135,21 @@ class Connection(asyncio.Protocol):
             raise ConnectionLost("the broker connection is closed")
         self._transport.write(data)
 
+    @property
+    def is_writable(self) -> bool:
+        """False while the socket holds more than WRITE_BUFFER_HIGH bytes the broker did not read."""
+        return self._writable.is_set()
+
+    async def writable(self) -> None:
+        """Until the socket took what was written (the caller bounds the wait)."""
+        await self._writable.wait()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
     def send(self, channel: int, frame: Frame) -> None:
         self.write(pamqp.frame.marshal(frame, channel))
 
@@ -146,6 +178,8 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport is not a subclass
+        with contextlib.suppress(AttributeError, NotImplementedError):
+            transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost(ConnectionLost(f"connection lost: {exc!r}" if exc else "connection closed by the broker"))
@@ -179,7 +213,10 @@ class Connection(asyncio.Protocol):
             self.abort(closed_by_broker(frame.reply_code or 0, str(frame.reply_text)))
             return
         if isinstance(frame, spec.Connection.Blocked | spec.Connection.Unblocked):
-            return  # publishes wait for their confirms meanwhile; their timeouts say the rest
+            self.blocked = (frame.reason or "blocked") if isinstance(frame, spec.Connection.Blocked) else None
+            if self.on_blocked is not None:
+                self.on_blocked(self.blocked)
+            return
         if self._waiting and isinstance(frame, self._waiting[0][0]):
             _, future = self._waiting.popleft()
             if not future.done():
@@ -190,6 +227,7 @@ class Connection(asyncio.Protocol):
             return
         self.closed.set_exception(reason)
         self.closed.exception()  # retrieved: owners that never await it do not warn
+        self._writable.set()  # writers waiting for the socket find it closed
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         while self._waiting:

@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from pamqp import encode
+from pamqp import decode, encode
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2
@@ -52,6 +52,7 @@ class Properties:
     headers: dict[str, Any] | None = None
     content_type: str | None = "application/json"
     persistent: bool = True
+    timestamp: int | None = None  # seconds since the epoch, when the message was published
 
 
 def _shortstr(value: str) -> bytes:
@@ -106,6 +107,9 @@ def publish_frames(
         if text is not None:
             flags |= 1 << bit
             values.append(_shortstr(text))
+    if properties.timestamp is not None:
+        flags |= 1 << 6
+        values.append(_U64.pack(properties.timestamp))
     header = _HEADER_HEAD.pack(BASIC, 0, len(body), flags) + b"".join(values)
     parts = [
         _FRAME_HEAD.pack(FRAME_METHOD, channel, len(method)),
@@ -154,7 +158,7 @@ def parse_confirm(payload: bytes) -> tuple[int, bool]:
 
 
 def parse_header(payload: bytes) -> tuple[int, Properties]:
-    """A content header: the body size and the properties the worker reads (headers skipped)."""
+    """A content header: the body size and the properties the worker reads."""
     _, _, size, flags = _HEADER_HEAD.unpack_from(payload, 0)
     pos = _HEADER_HEAD.size
     while flags & 1 and pos + 2 <= len(payload):  # continuation flags: none are used by RabbitMQ today
@@ -168,6 +172,7 @@ def parse_header(payload: bytes) -> tuple[int, Properties]:
         _, pos = read_shortstr(payload, pos)
     if flags & (1 << 13):
         (length,) = struct.unpack_from(">I", payload, pos)
+        _, props.headers = decode.field_table(payload[pos : pos + 4 + length])
         pos += 4 + length
     if flags & (1 << 12):
         props.persistent = payload[pos] == 2
@@ -182,6 +187,9 @@ def parse_header(payload: bytes) -> tuple[int, Properties]:
         props.expiration, pos = read_shortstr(payload, pos)
     if flags & (1 << 7):
         props.message_id, pos = read_shortstr(payload, pos)
+    if flags & (1 << 6):
+        (props.timestamp,) = _U64.unpack_from(payload, pos)
+        pos += 8
     return size, props
 
 

@@ -40,7 +40,12 @@ def closed_by_broker(code: int, text: str) -> ClosedByBroker:
 
 
 class ChannelClosed(AmqpError):
-    pass
+    """The channel is closed; `code` is the broker's reply code when the broker closed it (404
+    NOT_FOUND: a queue that does not exist; 406 PRECONDITION_FAILED; 403 ACCESS_REFUSED)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Unroutable(AmqpError):
