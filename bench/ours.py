@@ -110,7 +110,7 @@ async def reset(runtime: Runtime) -> None:
     )
     channel = await runtime.broker.channel(confirms=False)
     try:
-        for name in runtime.topology.queues("github"):
+        for name in [*runtime.topology.queues("github"), *runtime.topology.queues("github", bulk=True)]:
             await (await channel.declare_queue(name, passive=True)).purge()
         results = await channel.declare_queue(f"{runtime.settings.broker_prefix}.bench-results", durable=True)
         await results.purge()

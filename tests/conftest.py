@@ -132,6 +132,7 @@ def env(
         "IW_SERVICE_TOKEN": "test-service-token-" + suffix,
         "IW_RETRY_DELAYS": "0.2,0.4",
         "IW_SHARDS": "2",  # every shard queue is a quorum queue: two keep each test's topology quick
+        "IW_TENANT_RATE": "0",  # no bulk lane (tests/test_lanes.py turns it on)
         "IW_REBALANCE_INTERVAL": "0.2",
         "IW_WORKER_TTL": "2",
         "IW_DATABASE_POOL_SIZE": "4",

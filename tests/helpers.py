@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from schemas.envelope import Envelope, Kind
@@ -61,3 +62,19 @@ def spawn_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+async def publish_with_headers(runtime: Runtime, payload: dict[str, Any], headers: dict[str, str]) -> Envelope:
+    """A GitHub pull_request webhook as the ingress publishes it, with extra AMQP headers."""
+    installation = str(payload["installation"]["id"])
+    envelope = Envelope(
+        id=f"github:{uuid.uuid4()}",
+        type="github",
+        kind="webhook",
+        name="pull_request",
+        external_team_id=installation,
+        payload=payload,
+    )
+    outgoing = runtime.outgoing(envelope)
+    await runtime.broker.publish_message(replace(outgoing, headers={**(outgoing.headers or {}), **headers}))
+    return envelope

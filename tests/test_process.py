@@ -139,3 +139,46 @@ async def test_sigterm_stops_a_process_still_waiting_for_the_database(env: dict[
             process.kill()
     assert code == 0, output
     assert "stopped before start-up finished" in output
+
+
+async def test_every_role_answers_health_and_a_worker_says_which_types_it_consumes(
+    runtime: Runtime, env: dict[str, str]
+) -> None:
+    worker_port, api_port = _free_port(), _free_port()
+    worker = spawn_worker({**env, "IW_WORKER_METRICS_PORT": str(worker_port)}, "--types", "github,slack")
+    api = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "api"],
+        env={**os.environ, **env, "IW_HTTP_HOST": "127.0.0.1", "IW_HTTP_PORT": str(api_port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient() as client:
+
+            async def answers(url: str) -> httpx.Response | None:
+                try:
+                    response = await client.get(url)
+                except httpx.TransportError:
+                    return None
+                return response if response.status_code == 200 else None
+
+            worker_ready = await eventually(lambda: answers(f"http://127.0.0.1:{worker_port}/readyz"), timeout=30)
+            api_ready = await eventually(lambda: answers(f"http://127.0.0.1:{api_port}/readyz"), timeout=30)
+            worker_metrics = (await client.get(f"http://127.0.0.1:{worker_port}/metrics")).text
+            api_metrics = await client.get(f"http://127.0.0.1:{api_port}/metrics")
+            missing = await client.get(f"http://127.0.0.1:{worker_port}/nothing")
+    finally:
+        for process in (worker, api):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    shards = len(runtime.topology.queues("github"))
+    assert worker_ready.json() == {
+        "status": "ready",
+        "broker": True,
+        "database": True,
+        "types": {t: {"owned": shards, "consuming": shards} for t in ("github", "slack")},
+    }
+    assert api_ready.json() == {"status": "ready", "broker": True, "database": True}
+    assert f'iw_shards_owned{{type="github"}} {float(shards)}' in worker_metrics
+    assert api_metrics.status_code == 200 and "iw_" in api_metrics.text
+    assert missing.status_code == 404

@@ -143,20 +143,23 @@ async def test_an_unroutable_command_is_kept_on_the_parking_queue(probe_runtime:
     assert parked[0]["id"] == "nowhere-1" and "unroutable" in parked[0]["error"]
 
 
-async def test_in_flight_work_is_bounded_by_concurrency(probe_runtime: Runtime) -> None:
+@pytest.mark.parametrize(("concurrency", "at_once"), [(2, 2), (8, 8)])
+async def test_in_flight_work_is_bounded_by_concurrency(probe_runtime: Runtime, concurrency: int, at_once: int) -> None:
     GATE.reset()
-    worker = Worker(probe_runtime, concurrency=2)
+    worker = Worker(probe_runtime, concurrency=concurrency)
     await worker.start()
     try:
-        for i in range(6):
+        for i in range(12):
             await publish(
                 probe_runtime, "probe", "command", "write", {"key": f"s{i}", "value": i, "gated": True}, team_id=TEAM
             )
-        await eventually(lambda: GATE.waiting == 2)  # two handlers run; the other four wait for a slot
+        await eventually(lambda: GATE.waiting == min(at_once, 12))  # the others wait for a slot
+        await asyncio.sleep(0.2)
+        assert GATE.waiting == at_once
         assert GATE.opened is not None
         GATE.opened.set()
-        await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 6 FROM probe_rows"))
-        assert GATE.most == 2
+        await eventually(lambda: probe_runtime.pool.fetchval("SELECT count(*) = 12 FROM probe_rows"))
+        assert GATE.most == at_once
     finally:
         await worker.stop()
 

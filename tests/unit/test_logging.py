@@ -51,3 +51,11 @@ def test_standard_library_records_are_redacted(capfd: pytest.CaptureFixture[str]
     err = capfd.readouterr().err
     assert "Exception in callback" in err
     assert TOKEN not in err and "[redacted]" in err
+
+
+def test_standard_library_records_are_json_lines_beside_ours(capfd: pytest.CaptureFixture[str], restored: None) -> None:
+    configure_logging(Settings(log_format="json", log_level="INFO"))
+    logging.getLogger("a.library").warning("Invalid HTTP request received.")
+    line = json.loads(capfd.readouterr().err.strip().splitlines()[-1])
+    assert line["event"] == "Invalid HTTP request received."
+    assert line["level"] == "warning" and line["logger"] == "a.library" and line["timestamp"].endswith("Z")

@@ -12,7 +12,7 @@ from typing import Any
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
-from worker.cli.settings_doc import settings_markdown
+from worker.cli.settings_doc import settings_in_effect, settings_markdown
 from worker.core.logging import configure_logging
 from worker.core.settings import Settings
 from worker.sdk.errors import field_errors
@@ -27,7 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (run, sub.add_parser("worker", help="consume and handle messages")):
         p.add_argument("--types", help="comma-separated integration types to consume (default: all)")
         p.add_argument("--concurrency", type=int, help="handlers in flight (default: IW_CONCURRENCY)")
-    sub.add_parser("ingress", help="the webhook ingress only (webhooks, health, metrics)")
+    ingress = sub.add_parser("ingress", help="the webhook ingress only (webhooks, health, metrics)")
+    ingress.add_argument(
+        "--with-api",
+        action="store_true",
+        help="serve the platform API on the same port too (OAuth callbacks and attachment links, which "
+        "IW_PUBLIC_URL names, reach it there)",
+    )
     sub.add_parser("api", help="the platform API only (install lifecycle, OAuth, links, attachments, tools, MCP)")
     config = sub.add_parser("config", help="every setting (IW_*), its default and what it does")
     config.add_argument("--markdown", action="store_true", help="as the Markdown of docs/configuration.md")
@@ -151,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.markdown:
             print(settings_markdown(registry), end="")
         else:
-            print(json.dumps(_defaults(), indent=2, default=str))
+            print(json.dumps(settings_in_effect(settings, registry), indent=2, default=str))
         return 0
     command = load_command(args.command)
     try:
@@ -187,7 +193,3 @@ COMMANDS = {
 def load_command(name: str) -> Any:
     module, _, attribute = COMMANDS[name].partition(":")
     return getattr(importlib.import_module(module), attribute)
-
-
-def _defaults() -> dict[str, Any]:
-    return {f"IW_{name.upper()}": field.default for name, field in Settings.model_fields.items()}

@@ -219,7 +219,7 @@ def uninstall_command(args: argparse.Namespace, settings: Settings, registry: Re
             return 1
         finally:
             await runtime.stop()
-        print(f"uninstalled {args.integration_id}")
+        print_json({"id": args.integration_id, "team_id": args.team, "uninstalled": True})
         return 0
 
     return run_async(go())

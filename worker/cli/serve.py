@@ -7,6 +7,7 @@ api       the platform API alone (IW_HTTP_PORT)
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import socket
@@ -17,9 +18,11 @@ import uvicorn
 
 from worker.cli.process import CannotListen, roles
 from worker.core.logging import get_logger
+from worker.core.settings import Settings
 from worker.platform.app import PlatformApp
 from worker.runtime.ingress import Ingress
 from worker.runtime.runtime import Runtime
+from worker.sdk.registry import Registry
 
 
 class QuietServer(uvicorn.Server):
@@ -113,5 +116,12 @@ def starter(
 
 
 run_command = roles(worker=True, http=starter(ingress=True, api=True))
-ingress_command = roles(worker=False, http=starter(ingress=True, api=False))
+_ingress_only = roles(worker=False, http=starter(ingress=True, api=False))
+_ingress_and_api = roles(worker=False, http=starter(ingress=True, api=True))
+
+
+def ingress_command(args: argparse.Namespace, settings: Settings, registry: Registry) -> int:
+    return (_ingress_and_api if args.with_api else _ingress_only)(args, settings, registry)
+
+
 api_command = roles(worker=False, http=starter(ingress=False, api=True))

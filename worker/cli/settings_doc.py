@@ -5,6 +5,7 @@ they do. A test keeps the committed page equal to what this prints."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
@@ -76,3 +77,40 @@ def keys_markdown(registry: Registry) -> str:
             declared = route.key or (unordered if isinstance(route, Action) else per_integration)
             lines.append(f"| `{integration.type}` | `{name}` | {describe(declared)} |")
     return "\n".join(lines) + "\n"
+
+
+def settings_in_effect(settings: Settings, registry: Registry) -> dict[str, Any]:
+    """Every setting's value in effect (`integration-worker config`), the integrations' too; a
+    secret shows as "(set)" or null, never its value."""
+    found = _values(settings)
+    for integration in sorted(registry, key=lambda i: i.type):
+        if integration.settings is not None:
+            found.update(_values(integration.settings()))
+    return found
+
+
+def _without_password(url: str) -> str:
+    """A URL (IW_AMQP_URL, IW_DATABASE_URL: several, comma-separated) with its password hidden."""
+    hidden = []
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+            hidden.append(urlunsplit(parts._replace(netloc=netloc)))
+        else:
+            hidden.append(one.strip())
+    return ",".join(hidden)
+
+
+def _values(model: BaseSettings) -> dict[str, Any]:
+    prefix = str(model.model_config.get("env_prefix", ""))
+    values: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value().strip()
+            value = _without_password(secret) if "://" in secret else "(set)" if secret else None
+        elif isinstance(value, list) and value and isinstance(value[0], SecretStr):
+            value = ["(set)"] * len(value)
+        values[f"{prefix}{name}".upper()] = value
+    return values

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -32,6 +33,21 @@ class _RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+
+class _JsonFormatter(_RedactingFormatter):
+    """The standard library's records as JSON lines like ours (`IW_LOG_FORMAT=json`), redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "event": redact(record.getMessage()),
+            "logger": record.name,
+            "level": record.levelname.lower(),
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+        }
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return orjson.dumps(entry).decode()
 
 
 def _dumps(value: Any, **_: Any) -> bytes:
@@ -74,7 +90,10 @@ def configure_logging(settings: Settings) -> None:
     for previous in [h for h in root.handlers if isinstance(h.formatter, _RedactingFormatter)]:
         root.removeHandler(previous)  # configured again (tests): one handler of ours, others left alone
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if use_json:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(max(level, logging.WARNING))
 

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
         default=10,
         ge=1,
         description="PostgreSQL connections of a process's main pool; the batch look-ups have a pool of half as "
-        "many (at least 2). Both are opened at start.",
+        "many (at least 2). Each opens one at start, the others when the work needs them.",
     )
 
     http_host: str | None = Field(
@@ -78,26 +78,42 @@ class Settings(BaseSettings):
     )
 
     concurrency: int = Field(
-        default=512,
+        default=256,
         ge=1,
         description="Messages a worker process runs at once: taken from what it read ahead, looked up, handled "
         "and committed. Fewer keeps latency low under a backlog; at least IW_BATCH_SIZE keeps batches whole.",
     )
     prefetch: int = Field(
-        default=2048,
+        default=1024,
         ge=1,
         description="Deliveries a worker reads ahead per shard queue it consumes (unacknowledged). The read-ahead "
         "is what fairness between teams sees past: a burst deeper than prefetch x shards delays the others.",
     )
     shards: int = Field(
-        default=12,
+        default=6,
         ge=1,
         le=1000,
         description="Shard queues per integration type: the events of one key go to one shard, and workers share "
-        "the shards. 12 splits evenly between 1, 2, 3, 4 or 6 workers. Change it only with the queues drained.",
+        "the shards. 6 splits evenly between 1, 2, 3 or 6 workers; more cost the broker (latency: bench/README.md). "
+        "Change it only with the queues drained.",
     )
     type_shards: dict[str, int] = Field(
         default_factory=dict, description='Per type, JSON, overriding IW_SHARDS: {"smtp": 2, "github": 24}'
+    )
+    tenant_rate: float = Field(
+        default=50.0,
+        ge=0,
+        description="Webhooks a second one team (integration) may send on the normal lane, after a burst of "
+        "IW_TENANT_BURST; beyond, its webhooks take the bulk lane, so others' never wait behind its backlog. 0: off.",
+    )
+    tenant_burst: float = Field(
+        default=500.0, ge=1, description="Webhooks one team may send at once before IW_TENANT_RATE applies."
+    )
+    fence_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a worker holds a team's messages of the other lane while it waits for the switch's "
+        "fence (a lost fence: they then run, logged).",
     )
     rebalance_interval: float = Field(
         default=1.0,
@@ -111,7 +127,7 @@ class Settings(BaseSettings):
         description="Seconds after its last heartbeat a worker counts as gone: its shards are taken over.",
     )
     batch_size: int = Field(
-        default=256, ge=1, description="Most deliveries taken, looked up and committed together as one batch."
+        default=128, ge=1, description="Most deliveries taken, looked up and committed together as one batch."
     )
     batch_linger: float = Field(
         default=0.004,

@@ -18,12 +18,13 @@ from worker.runtime import amqp
 
 
 class ChannelAcks:
-    __slots__ = ("_max_held", "_order", "_settled", "channel")
+    __slots__ = ("_max_held", "_order", "_settled", "_unsent", "channel")
 
     def __init__(self, channel: amqp.Channel, *, max_held: int) -> None:
         self.channel = channel
         self._order: deque[int] = deque()  # delivered tags, in order
-        self._settled: dict[int, bool] = {}  # tag -> True (ack) / False (rejected or sent), not yet covered
+        self._settled: dict[int, bool] = {}  # tag -> True (to acknowledge) / False (sent, or rejected)
+        self._unsent = 0  # True entries of _settled
         self._max_held = max_held
 
     def delivered(self, tag: int) -> None:
@@ -31,9 +32,12 @@ class ChannelAcks:
 
     def ack(self, tag: int) -> None:
         self._settled[tag] = True
+        self._unsent += 1
 
     def reject(self, tag: int, *, requeue: bool) -> None:
         self.channel.reject(tag, requeue=requeue)
+        if self._settled.get(tag):
+            self._unsent -= 1
         self._settled[tag] = False
 
     def flush(self) -> None:
@@ -43,12 +47,15 @@ class ChannelAcks:
             tag = order.popleft()
             if settled.pop(tag):
                 upto = tag
+                self._unsent -= 1
         if upto is not None:
             self.channel.ack(upto, multiple=True)
-        if len(settled) > self._max_held:  # a straggler holds back too many: acknowledge them alone
-            for tag in sorted(t for t, acked in settled.items() if acked):
-                self.channel.ack(tag)
-                settled[tag] = False  # sent: behaves like a rejection from here on
+        if self._unsent > self._max_held:  # a straggler holds back too many: acknowledge them alone
+            for tag, unsent in settled.items():
+                if unsent:
+                    self.channel.ack(tag)
+                    settled[tag] = False  # sent: behaves like a rejection from here on
+            self._unsent = 0
 
 
 class Acks:

@@ -7,7 +7,9 @@
       -> per tenant (team), the chains' heads, taken round robin: a team's burst of 50,000
          events does not make another team's event wait behind it, and takes what nobody else uses
       -> batches of at most IW_BATCH_SIZE, while fewer than IW_CONCURRENCY messages are in flight
-         (a batch waits up to IW_BATCH_LINGER to fill up once its first message is runnable)
+         (a batch waits up to IW_BATCH_LINGER to fill up once its first message is runnable;
+         under a backlog it waits for half a batch of free slots: a settled message does not
+         start a batch of one)
 
 A message that goes back to its queue ("returned": the database and the broker away) takes the
 messages waiting behind it on its key back with it, in order, so the broker delivers them again
@@ -23,7 +25,7 @@ from collections.abc import Callable, Iterable
 
 from worker.runtime.dispatch import Message
 
-ChainKey = tuple[str, str]  # (queue, key): a key's chain is per shard queue
+ChainKey = tuple[str, str]  # (shard, key): a key's chain, across the shard's two lanes
 
 
 class Admission:
@@ -54,7 +56,7 @@ class Admission:
     # --- in ----------------------------------------------------------------------------------------------
 
     def add(self, message: Message) -> None:
-        chain_key = (message.queue, message.key)
+        chain_key = (message.shard, message.key)
         returning = self._returning.get(chain_key)
         if returning is not None:  # its key goes back to the queue: it goes after them
             returning.append(message)
@@ -67,10 +69,11 @@ class Admission:
         self._make_runnable(message)
 
     def _make_runnable(self, message: Message) -> None:
-        waiting = self._runnable.get(message.tenant)
+        tenant = message.tenant
+        waiting = self._runnable.get(tenant)
         if waiting is None:
-            waiting = self._runnable[message.tenant] = deque()
-            self._ring.append(message.tenant)
+            waiting = self._runnable[tenant] = deque()
+            self._ring.append(tenant)
         waiting.append(message)
         self._runnable_count += 1
         self._consider()
@@ -78,11 +81,16 @@ class Admission:
     # --- batches -----------------------------------------------------------------------------------------
 
     def _consider(self) -> None:
-        """Cut a batch now if a whole one is runnable, else once the linger passes."""
-        free = self.capacity - self.admitted
-        if self.paused or free <= 0 or not self._runnable_count:
+        """A full batch at once when the slots allow it; under a backlog (a batch's worth
+        runnable), a part of one once half a batch of slots is free, no fewer: settling one
+        message must not start a batch of one; with few runnable, what there is after the linger."""
+        if self.paused or not self._runnable_count:
             return
-        if self._runnable_count >= min(self.batch_size, free):
+        free = self.capacity - self.admitted
+        backlog = self._runnable_count >= self.batch_size
+        if free <= 0 or (backlog and free < max(1, self.batch_size // 2)):
+            return  # the next settled wave calls again
+        if backlog and free >= self.batch_size:
             self._cut()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.linger, self._on_linger)
@@ -97,17 +105,21 @@ class Admission:
             self._timer = None
         while not self.paused and self._runnable_count:
             free = self.capacity - self.admitted
-            if free <= 0:
-                return
-            batch = self._take(min(self.batch_size, free))
+            size = min(self.batch_size, self._runnable_count, free)
+            if size <= 0 or (self._runnable_count >= self.batch_size and free < max(1, self.batch_size // 2)):
+                break
+            batch = self._take(size)
             self.admitted += len(batch)
-            for message in batch:
-                self._admitted_by_queue[message.queue] += 1
-                self._running.add((message.queue, message.key))
-            self._start_batch(batch)
-            if self._runnable_count < min(self.batch_size, self.capacity - self.admitted):
-                break  # a part of a batch: it lingers for more
+            self._admit(batch)
+            if size < self.batch_size:
+                break  # a part of a batch: what comes next lingers for more
         self._consider()
+
+    def _admit(self, batch: list[Message]) -> None:
+        for message in batch:
+            self._admitted_by_queue[message.queue] += 1
+            self._running.add((message.shard, message.key))
+        self._start_batch(batch)
 
     def _take(self, count: int) -> list[Message]:
         """Up to `count` runnable messages, one tenant after the other."""
@@ -138,7 +150,7 @@ class Admission:
             for waiter in self._idle.pop(queue, ()):
                 if not waiter.done():
                     waiter.set_result(None)
-        chain_key = (queue, message.key)
+        chain_key = (message.shard, message.key)
         self._running.discard(chain_key)
         chain = self._chains.get(chain_key)
         if returned:
@@ -152,33 +164,47 @@ class Admission:
 
     def take_returning(self, message: Message) -> list[Message]:
         """The messages that go back to the queue behind `message`, returned before."""
-        return self._returning.pop((message.queue, message.key), [])
+        return self._returning.pop((message.shard, message.key), [])
 
     def withdraw(self, queues: Iterable[str]) -> list[Message]:
         """Drop the messages of these queues that have not started (a shard handed over, a lost
-        channel): the broker gets them back when the channel closes. Admitted ones run on."""
+        channel): the broker gets them back when the channel closes. Admitted ones run on; a
+        chain whose head was dropped goes on with its next message of another queue (the other
+        lane of the shard)."""
         gone = set(queues)
         if not gone:
             return []
         dropped: list[Message] = []
+        heads: set[ChainKey] = set()
         for tenant in list(self._runnable):
-            waiting = self._runnable[tenant]
-            kept = deque(m for m in waiting if m.queue not in gone)
-            dropped += [m for m in waiting if m.queue in gone]
+            kept: deque[Message] = deque()
+            for message in self._runnable[tenant]:
+                if message.queue in gone:
+                    dropped.append(message)
+                else:
+                    kept.append(message)
+                    heads.add((message.shard, message.key))
             if kept:
                 self._runnable[tenant] = kept
             else:
                 del self._runnable[tenant]
                 self._ring.remove(tenant)
         self._runnable_count -= len(dropped)
-        for chain_key in [k for k in self._chains if k[0] in gone]:
-            dropped += self._chains[chain_key]
-            if chain_key in self._running:
-                self._chains[chain_key].clear()  # its head runs on: what comes again waits for it
+        for chain_key in list(self._chains):
+            chain = self._chains[chain_key]
+            dropped += [m for m in chain if m.queue in gone]
+            rest = deque(m for m in chain if m.queue not in gone)
+            if chain_key in self._running or chain_key in heads:
+                self._chains[chain_key] = rest  # its head runs, or may: what comes again waits for it
+            elif rest:
+                self._chains[chain_key] = rest
+                self._make_runnable(rest.popleft())
             else:
                 del self._chains[chain_key]
-        for chain_key in [k for k in self._returning if k[0] in gone]:
-            dropped += self._returning.pop(chain_key)
+        for chain_key in list(self._returning):
+            returning = self._returning[chain_key]
+            dropped += [m for m in returning if m.queue in gone]
+            self._returning[chain_key] = [m for m in returning if m.queue not in gone]
         return dropped
 
     async def idle(self, queue: str) -> None:

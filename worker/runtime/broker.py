@@ -100,6 +100,8 @@ def _properties(message: Outgoing) -> Properties:
 def _failure(exc: BaseException) -> BrokerUnavailable:
     if isinstance(exc, amqp.Unroutable):
         return Unroutable(str(exc))
+    if isinstance(exc, amqp.Blocked):
+        return BrokerBlocked(str(exc))
     if isinstance(exc, BrokerUnavailable):
         return exc
     return BrokerUnavailable(f"publish failed: {type(exc).__name__}: {redact(str(exc))}")

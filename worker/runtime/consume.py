@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,11 +35,13 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 from schemas.envelope import KEY_HEADER, tenant_of_key
 from worker.core.logging import get_logger
 from worker.core.redact import redact
-from worker.runtime import amqp, dispatch, metrics
+from worker.runtime import amqp, dispatch, lanes, metrics
 from worker.runtime.acks import Acks
 from worker.runtime.admission import Admission
 from worker.runtime.broker import BROKER_ERRORS, Broker
 from worker.runtime.dispatch import Message
+from worker.runtime.fences import Fences
+from worker.runtime.lanes import FENCE_HEADER, LANE_HEADER
 from worker.runtime.topology import Topology
 from worker.sdk.registry import Registry
 
@@ -50,6 +52,7 @@ NOT_FOUND = 404
 class Shard:
     queue: str
     type: str
+    id: str  # `<type>/<index>`, whichever lane the queue is of
     channel: amqp.Channel | None = None
     holding: bool = False  # being handed over: deliveries are held, not admitted
     resubscribing: asyncio.Task[None] | None = None
@@ -68,6 +71,7 @@ class Intake:
         admission: Admission,
         acks: Acks,
         *,
+        fences: Fences,
         prefetch: int,
         types: Iterable[str],
     ) -> None:
@@ -76,6 +80,7 @@ class Intake:
         self._registry = registry
         self._admission = admission
         self._acks = acks
+        self._fences = fences
         self._prefetch = prefetch
         self.types = tuple(types)
         self._shards: dict[str, Shard] = {}  # owned, by queue name
@@ -84,7 +89,6 @@ class Intake:
         self._connection: amqp.Connection | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._receiving = False
-        self.on_received: Callable[[Message], None] | None = None  # counted in, before admission
         self.log = get_logger(component="intake")
 
     # --- owning shards -----------------------------------------------------------------------------------
@@ -118,10 +122,17 @@ class Intake:
                 await self._add(name)
 
     async def _add(self, name: str) -> None:
-        type_ = self._topology.queue_type(name)
-        if type_ is None:
-            raise ValueError(f"{name} is not a queue of this topology")
-        shard = self._shards[name] = Shard(name, type_)
+        found = self._topology.shard_of(name)
+        if found is not None:
+            type_, index, _ = found
+            shard = Shard(name, type_, f"{type_}/{index}")
+            await self._fences.load(shard.id)  # the switches behind it, before its laned messages run
+        else:
+            legacy_type = self._topology.queue_type(name)
+            if legacy_type is None:
+                raise ValueError(f"{name} is not a queue of this topology")
+            shard = Shard(name, legacy_type, name)
+        self._shards[name] = shard
         if self._connection is not None and not self._connection.is_closed:
             try:
                 await self._subscribe(shard)
@@ -139,12 +150,15 @@ class Intake:
         if shard.resubscribing is not None:
             shard.resubscribing.cancel()
         self._admission.withdraw([shard.queue])
+        self._fences.withdraw([shard.queue])
         await self._admission.idle(shard.queue)
         self._acks.flush()
         channel, shard.channel = shard.channel, None
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(amqp.AmqpError, TimeoutError):
                 await asyncio.wait_for(channel.close(), 5)
+        if not any(other.id == shard.id for other in self._shards.values()):
+            self._fences.unload(shard.id)  # its other lane is gone too: its next holder loads them
         metrics.child(metrics.SHARD_HANDOVERS, shard.type).inc()
         self.log.info("shard handed over", queue=shard.queue)
 
@@ -170,16 +184,26 @@ class Intake:
         self._acks.delivered(delivery.channel, delivery.tag)
         if shard.holding or not self._receiving:
             return  # held: the broker takes it back when the channel closes
-        message = Message(delivery, shard.type, time.perf_counter(), queue=shard.queue)
-        headers = delivery.headers
-        key = headers.get(KEY_HEADER) if headers else None
+        headers = delivery.headers or {}
+        key = headers.get(KEY_HEADER)
+        fence = lanes.parse(headers.get(FENCE_HEADER)) if FENCE_HEADER in headers else None
+        if fence is not None and isinstance(key, str):
+            self._fences.fence(shard.id, key, *fence, delivery)
+            return
+        message = Message(delivery, shard.type, time.perf_counter(), queue=shard.queue, shard=shard.id)
         if not isinstance(key, str) or not key:
             key = self._key_of(message)
         message.key = key
         message.tenant = tenant_of_key(key)
-        if self.on_received is not None:
-            self.on_received(message)
+        lane = lanes.parse(headers.get(LANE_HEADER)) if LANE_HEADER in headers else None
+        if lane is not None and not self._fences.admit(message, *lane):
+            return  # held until the fences of its team's earlier lanes are read
         self._admission.add(message)
+
+    def released(self, message: Message) -> None:
+        """A message the fences held may run now."""
+        if self._receiving and message.queue in self._shards and not self._shards[message.queue].holding:
+            self._admission.add(message)
 
     def _key_of(self, message: Message) -> str:
         """A message published without its key (another service, the unsharded queue of before):
@@ -209,6 +233,7 @@ class Intake:
 
     def _lost_shard(self, shard: Shard, error: BaseException) -> None:
         self._admission.withdraw([shard.queue])
+        self._fences.withdraw([shard.queue])
         if not self._receiving or shard.holding or shard.queue not in self._shards:
             return
         if shard.resubscribing is not None and not shard.resubscribing.done():
@@ -255,6 +280,7 @@ class Intake:
         for shard in self._shards.values():
             shard.channel = None
         self._admission.withdraw(list(self._shards))
+        self._fences.withdraw(list(self._shards))
         if not self._receiving or (self._reconnecting is not None and not self._reconnecting.done()):
             return
         self.log.warning("consumer connection lost; consuming again", error=redact(str(closed.exception())))
@@ -298,6 +324,7 @@ class Intake:
             shard.holding = True
             if shard.resubscribing is not None:
                 shard.resubscribing.cancel()
+        self._fences.withdraw([*self._shards, *self._releasing])
         return len(self._admission.withdraw([*self._shards, *self._releasing]))
 
     async def close(self) -> None:

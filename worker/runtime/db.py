@@ -52,7 +52,11 @@ async def create_pool(settings: Settings, *, reads: bool = False) -> Pool:
     batch, coalesced lookups), whose tables grow fast. A generic plan made while a table was
     small keeps scanning it whole long after (measured before: 631 sequential scans of
     processed_events in a 40,000-event run), so these are planned at every execution with the
-    table's current size; there are two per batch, so planning costs nothing that shows."""
+    table's current size; there are two per batch, so planning costs nothing that shows.
+
+    Each pool opens one connection at start and the others as the work needs them (up to its
+    size): a fleet of processes, CLI commands included, does not take PostgreSQL's connections
+    it does not use."""
     server_settings = {
         "search_path": f"{settings.database_schema},public",
         "application_name": f"integration-worker/{settings.broker_prefix}"[:63],
@@ -62,7 +66,7 @@ async def create_pool(settings: Settings, *, reads: bool = False) -> Pool:
     size = max(2, settings.database_pool_size // 2) if reads else settings.database_pool_size
     pool: Pool = await asyncpg.create_pool(
         settings.database_url.get_secret_value(),
-        min_size=size,
+        min_size=1,  # the rest opened when needed: a CLI command or an idle process holds one each
         max_size=size,
         init=_init_connection,
         connection_class=PooledConnection,

@@ -39,6 +39,7 @@ class Message:
     queue_type: str
     received: float
     queue: str = ""  # the shard queue it came from
+    shard: str = ""  # `<type>/<index>`: the shard, whichever lane (its key's order is kept across both)
     key: str = ""  # its ordering key (`iw-key`): its events run one after the other
     tenant: str = ""  # whose it is, for the fairness between teams
     envelope: Envelope | None = None

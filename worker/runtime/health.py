@@ -41,6 +41,9 @@ async def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
     ready = all(checks.values())
     if runtime.consuming is not None:
         types = runtime.consuming()
+        if types is None:  # a worker of this process has not started consuming yet
+            checks["types"] = "starting"
+            return False, checks
         checks["types"] = types
         ready = ready and all(each["consuming"] == each["owned"] for each in types.values())
     return ready, checks

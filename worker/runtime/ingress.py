@@ -24,11 +24,12 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from schemas.envelope import KEY_HEADER, InvalidEnvelope, encode_webhook
+from schemas.envelope import InvalidEnvelope, encode_webhook
 from worker.core.logging import get_logger
 from worker.core.redact import redact
 from worker.runtime import health, metrics
 from worker.runtime.broker import BrokerUnavailable
+from worker.runtime.lanes import Lanes
 from worker.runtime.runtime import Runtime
 from worker.sdk.context import Context
 from worker.sdk.declare import Accept, Integration, Reply, WebhookRejected, WebhookRequest
@@ -98,6 +99,7 @@ class Ingress:
         self.log = get_logger(component="ingress")
         self._contexts: dict[str, Context] = {}
         self._webhooks: dict[str, Integration] = {i.type: i for i in runtime.registry if i.webhook is not None}
+        self.lanes = Lanes(runtime.settings, runtime.topology, runtime.broker)  # a team over its rate: bulk lane
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[..., Any]) -> None:
         kind = scope["type"]
@@ -208,13 +210,10 @@ class Ingress:
             )
         )
         try:
-            await self.runtime.broker.publish(
-                self.runtime.topology.incoming,
-                f"{type_}.webhook.{accepted.name}",
-                body,
-                message_id=envelope_id,
-                headers={KEY_HEADER: key},
+            outgoing = await self.lanes.route(
+                type_, f"{type_}.webhook.{accepted.name}", body, message_id=envelope_id, key=key
             )
+            await self.runtime.broker.publish_message(outgoing)
         except BrokerUnavailable as exc:
             self.log.warning("webhook not accepted: broker unavailable", type=type_, error=redact(str(exc)))
             return 503, _UNAVAILABLE, b"application/json", [(b"retry-after", b"5")]

@@ -33,6 +33,16 @@ WAITING = Gauge(
 SHARDS_OWNED = Gauge("iw_shards_owned", "Shard queues of the type this worker consumes.", ["type"])
 WORKERS_SEEN = Gauge("iw_workers", "Worker processes consuming the type, as this one sees them (itself too).", ["type"])
 SHARD_HANDOVERS = Counter("iw_shard_handovers_total", "Shards this worker handed over to another.", ["type"])
+LANE_SWITCHES = Counter(
+    "iw_lane_switches_total",
+    "Teams the ingress moved to a lane (bulk: over their rate; normal: back).",
+    ["type", "lane"],
+)
+FENCE_TIMEOUTS = Counter(
+    "iw_fence_timeouts_total",
+    "Messages a worker ran after IW_FENCE_TIMEOUT without their lane switch's fence.",
+    ["type"],
+)
 COMMIT_RETRIES = Counter(
     "iw_commit_retries_total",
     "Transactions tried again in place after a deadlock or a serialization failure (never a message retried).",

@@ -49,7 +49,9 @@ class Retrier:
         attempts = (envelope.attempt if envelope is not None else 0) + 1
         if envelope is not None and failure.kind == "transient" and attempts < self._settings.max_attempts:
             delay = retry_delay(self._settings.retry_delays, attempts, failure.retry_after)
-            expiration = int(delay * 1000 * (1 + random.random() * self._settings.retry_jitter))
+            # a provider's Retry-After longer than every delay still holds: the copy waits that long
+            wait = max(delay, failure.retry_after or 0.0)
+            expiration = int(wait * 1000 * (1 + random.random() * self._settings.retry_jitter))
             return (
                 Outgoing(
                     self._topology.retry,

@@ -49,8 +49,9 @@ class Runtime:
         self._reads: asyncpg.Pool | None = None
         self._lookups: Lookups | None = None
         self._started = False
-        # a worker in this process: per type, the shards it owns and those it consumes (readiness)
-        self.consuming: Callable[[], dict[str, dict[str, int]]] | None = None
+        # a worker in this process: per type, the shards it owns and those it consumes (readiness);
+        # None from it while the worker starts
+        self.consuming: Callable[[], dict[str, dict[str, int]] | None] | None = None
         self.log = get_logger(component="runtime")
         for value in (settings.signing_key, settings.admin_token, settings.service_token, *settings.secret_keys):
             if value is not None:
@@ -66,6 +67,7 @@ class Runtime:
             retry_delays=tuple(settings.retry_delays),
             delivery_limit=settings.delivery_limit,
             shards={type_: settings.shards_of(type_) for type_ in registry.types()},
+            laned=frozenset(i.type for i in registry if i.webhook is not None) if settings.tenant_rate else frozenset(),
         )
         self.broker = Broker(settings.amqp_url.get_secret_value(), self.topology)
         integration_settings: dict[str, BaseSettings | None] = {}

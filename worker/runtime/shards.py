@@ -151,6 +151,8 @@ class Membership:
             for shard, member in split.items():
                 if member == self.id:
                     queues.add(self._topology.shard_queue(type_, shard))
+                    if type_ in self._topology.laned:  # its bulk lane, consumed with it
+                        queues.add(self._topology.shard_queue(type_, shard, bulk=True))
                     counts[type_] += 1
         for type_ in self.types:
             metrics.child(metrics.SHARDS_OWNED, type_).set(counts[type_])

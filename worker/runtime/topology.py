@@ -7,6 +7,8 @@
                         and only one worker consumes a shard at a time; after `delivery_limit`
                         deliveries (a crash loop) a message dead-letters to <p>.parked
   (unroutable)        -> <p>.parked (alternate exchange)
+<p>.bulk                topic     webhooks of a team over its rate (worker/runtime/lanes.py), as above:
+  -> <p>.<type>.bulk.shards -> <p>.<type>.bulk.<i>   the bulk lane of shard i, consumed with it
 <p>.retry               headers   a failed message waits here, on the queue of its delay ...
   -> <p>.retry.<ms>ms   classic   ... whose TTL dead-letters it back to <p>.incoming, key unchanged
 <p>.parked              fanout    messages that will not succeed without help
@@ -54,19 +56,35 @@ class Topology:
     retry_delays: tuple[float, ...]
     delivery_limit: int
     shards: Mapping[str, int] = field(default_factory=dict)  # per type; absent: 1
+    laned: frozenset[str] = frozenset()  # types whose webhooks have a bulk lane
 
     def shard_count(self, type_: str) -> int:
         return self.shards.get(type_, 1)
 
-    def shard_exchange(self, type_: str) -> str:
-        return f"{self.prefix}.{type_}.shards"
+    @property
+    def bulk(self) -> str:
+        return f"{self.prefix}.bulk"
 
-    def shard_queue(self, type_: str, index: int) -> str:
-        return f"{self.prefix}.{type_}.{index}"
+    def shard_exchange(self, type_: str, *, bulk: bool = False) -> str:
+        return f"{self.prefix}.{type_}.bulk.shards" if bulk else f"{self.prefix}.{type_}.shards"
 
-    def queues(self, type_: str) -> list[str]:
-        """The shard queues of a type, in shard order."""
-        return [self.shard_queue(type_, i) for i in range(self.shard_count(type_))]
+    def shard_queue(self, type_: str, index: int, *, bulk: bool = False) -> str:
+        return f"{self.prefix}.{type_}.bulk.{index}" if bulk else f"{self.prefix}.{type_}.{index}"
+
+    def queues(self, type_: str, *, bulk: bool = False) -> list[str]:
+        """The shard queues of a type (of its bulk lane), in shard order."""
+        if bulk and type_ not in self.laned:
+            return []
+        return [self.shard_queue(type_, i, bulk=bulk) for i in range(self.shard_count(type_))]
+
+    def shard_of(self, queue: str) -> tuple[str, int, bool] | None:
+        """(type, index, bulk lane) of a shard queue."""
+        for type_ in self.types:
+            for bulk in (False, True):
+                for index in range(self.shard_count(type_)):
+                    if queue == self.shard_queue(type_, index, bulk=bulk):
+                        return type_, index, bulk and type_ in self.laned
+        return None
 
     def legacy_queue(self, type_: str) -> str:
         """The type's one queue from before sharding."""
@@ -100,20 +118,21 @@ class Topology:
         return f"{self.prefix}.retry.{self.delay_label(delay)}"
 
     def queue_names(self) -> list[str]:
-        names = [queue for t in self.types for queue in self.queues(t)]
+        names = [queue for t in self.types for queue in (*self.queues(t), *self.queues(t, bulk=True))]
         names += [self.retry_queue(d) for d in self.retry_delays]
         return [*names, self.parked, self.results_unrouted]
 
     def exchange_names(self) -> list[str]:
         shards = [self.shard_exchange(t) for t in self.types]
-        return [self.incoming, *shards, self.retry, self.parked, self.results, self.results_unrouted]
+        shards += [self.shard_exchange(t, bulk=True) for t in self.types if t in self.laned]
+        return [self.incoming, self.bulk, *shards, self.retry, self.parked, self.results, self.results_unrouted]
 
     def queue_type(self, queue: str) -> str | None:
         """The integration type whose shard (or legacy queue) this is."""
-        for type_ in self.types:
-            if queue == self.legacy_queue(type_) or queue in self.queues(type_):
-                return type_
-        return None
+        found = self.shard_of(queue)
+        if found is not None:
+            return found[0]
+        return next((t for t in self.types if queue == self.legacy_queue(t)), None)
 
 
 async def declare(channel: AbstractChannel, topology: Topology) -> None:
@@ -126,6 +145,7 @@ async def declare(channel: AbstractChannel, topology: Topology) -> None:
     await channel.declare_exchange(
         t.incoming, ExchangeType.TOPIC, durable=True, arguments={"alternate-exchange": t.parked}
     )
+    await channel.declare_exchange(t.bulk, ExchangeType.TOPIC, durable=True, arguments={"alternate-exchange": t.parked})
     for type_ in t.types:
         await declare_type(channel, t, type_)
 
@@ -148,29 +168,36 @@ async def declare(channel: AbstractChannel, topology: Topology) -> None:
 
 
 async def declare_type(channel: AbstractChannel, topology: Topology, type_: str) -> None:
-    """One type's shard exchange and shard queues (again after a queue was deleted under us)."""
+    """One type's shard exchanges and shard queues, of both lanes. Shards are bound in index order
+    on a new exchange, so bucket i of the hash ring is shard i in both lanes (a key's bulk shard
+    is its normal shard's twin)."""
     t = topology
-    try:
-        shards = await channel.declare_exchange(
-            t.shard_exchange(type_), ExchangeType.X_CONSISTENT_HASH, durable=True, arguments={"hash-header": KEY_HEADER}
-        )
-    except aiormq.exceptions.ConnectionCommandInvalid as exc:
-        if "exchange type" in str(exc):
-            raise ConfigurationError(PLUGIN_MISSING) from None
-        raise
-    await shards.bind(t.incoming, f"{type_}.#")
-    for queue_name in t.queues(type_):
-        queue = await channel.declare_queue(
-            queue_name,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-single-active-consumer": True,
-                "x-delivery-limit": t.delivery_limit,
-                "x-dead-letter-exchange": t.parked,
-            },
-        )
-        await queue.bind(shards, "1")  # the weight: every shard takes an equal part of the keys
+    lanes = (False, True) if type_ in t.laned else (False,)
+    for bulk in lanes:
+        try:
+            shards = await channel.declare_exchange(
+                t.shard_exchange(type_, bulk=bulk),
+                ExchangeType.X_CONSISTENT_HASH,
+                durable=True,
+                arguments={"hash-header": KEY_HEADER},
+            )
+        except aiormq.exceptions.ConnectionCommandInvalid as exc:
+            if "exchange type" in str(exc):
+                raise ConfigurationError(PLUGIN_MISSING) from None
+            raise
+        await shards.bind(t.bulk if bulk else t.incoming, f"{type_}.#")
+        for queue_name in t.queues(type_, bulk=bulk):
+            queue = await channel.declare_queue(
+                queue_name,
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-single-active-consumer": True,
+                    "x-delivery-limit": t.delivery_limit,
+                    "x-dead-letter-exchange": t.parked,
+                },
+            )
+            await queue.bind(shards, "1")  # the weight: every shard takes an equal part of the keys
 
 
 async def legacy_queues(connection: AbstractConnection, topology: Topology, types: tuple[str, ...]) -> list[str]:

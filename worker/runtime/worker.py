@@ -25,6 +25,7 @@ from worker.runtime.acks import Acks
 from worker.runtime.admission import Admission
 from worker.runtime.consume import Intake
 from worker.runtime.dispatch import Message
+from worker.runtime.fences import Fences
 from worker.runtime.pipeline import Pipeline
 from worker.runtime.runtime import Runtime
 from worker.runtime.shards import Membership
@@ -56,12 +57,14 @@ class Worker:
             start_batch=self._start_batch,
         )
         self.pipeline = Pipeline(runtime, self.acks, self.admission)
+        self.fences = Fences(lambda: runtime.pool, self.acks, timeout=settings.fence_timeout, release=self._released)
         self.intake = Intake(
             runtime.broker,
             runtime.topology,
             runtime.registry,
             self.admission,
             self.acks,
+            fences=self.fences,
             prefetch=self.prefetch,
             types=self.types,
         )
@@ -78,9 +81,12 @@ class Worker:
         self._idle.set()
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._consuming = False
+        runtime.consuming = self._status
         self.log = get_logger(component="worker")
 
     async def start(self) -> None:
+        self.fences.start()
         await self.intake.start()
         await self.membership.start()  # this worker's shards, before start returns
         legacy = await self.runtime.broker.legacy_queues(self.types)
@@ -89,7 +95,7 @@ class Worker:
             await self.intake.drain(legacy)
         for type_ in self.types:
             metrics.child(metrics.WAITING, type_).set_function(lambda t=type_: self.admission.waiting_of(t))
-        self.runtime.consuming = self.intake.status
+        self._consuming = True
         self.log.info(
             "worker consuming",
             types=list(self.types),
@@ -99,6 +105,13 @@ class Worker:
             prefetch=self.prefetch,
             batch_size=self.admission.batch_size,
         )
+
+    def _status(self) -> dict[str, dict[str, int]] | None:
+        """Per type, the shards this worker owns and those it consumes; None until it consumes."""
+        return self.intake.status() if self._consuming else None
+
+    def _released(self, message: Message) -> None:
+        self.intake.released(message)
 
     def _start_batch(self, batch: list[Message]) -> None:
         for type_, size in Counter(m.queue_type for m in batch).items():
@@ -150,6 +163,7 @@ class Worker:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
         await self.runtime.outbox.drain(deadline - loop.time())
+        await self.fences.stop()
         await self.intake.close()
         for type_ in self.types:
             metrics.child(metrics.SHARDS_OWNED, type_).set(0)

@@ -16,6 +16,7 @@ from worker.runtime.amqp.frames import Properties
 from worker.runtime.amqp.types import (
     AccessRefused,
     AmqpError,
+    Blocked,
     ChannelClosed,
     ClosedByBroker,
     ConnectionLost,
@@ -26,6 +27,7 @@ from worker.runtime.amqp.types import (
 __all__ = [
     "AccessRefused",
     "AmqpError",
+    "Blocked",
     "Channel",
     "ChannelClosed",
     "ClosedByBroker",

@@ -144,6 +144,14 @@ class Channel:
         except ConnectionLost as exc:
             self.fail(exc)
 
+    def abandon_unconfirmed(self, reason: AmqpError) -> None:
+        """Stop waiting for the confirms due (the broker stopped reading: an alarm). Their tags stay
+        counted, so confirms that come later are matched, to futures already answered."""
+        for future, _ in self._unconfirmed.values():
+            if not future.done():
+                future.set_exception(reason)
+                future.exception()  # retrieved: a publisher that moved on does not warn
+
     def _confirm(self, tag: int, multiple: bool, error: AmqpError | None) -> None:
         unconfirmed = self._unconfirmed
         if multiple:

@@ -3,8 +3,11 @@ frames read off the socket and handed to their channel, and every waiter failed 
 connection is lost.
 
 Two ways the broker slows its publishers down, both seen here:
-    connection.blocked   a memory or disk alarm: `blocked` holds the broker's reason until
-                         `connection.unblocked`; publishers fail at once instead of waiting
+    connection.blocked   a memory or disk alarm (the broker says so at the first publish after
+                         it): `blocked` holds the broker's reason until `connection.unblocked`;
+                         the publishes waiting for a confirm fail at once (BrokerBlocked: the
+                         broker may still take them later, and repeats are deduplicated), and
+                         new ones fail before they are written
     TCP back-pressure    the broker reads slower than we write: the transport pauses writing
                          above WRITE_BUFFER_HIGH bytes, and `writable()` waits for it to drain
 """
@@ -23,7 +26,7 @@ from pamqp.base import Frame
 
 from worker.runtime.amqp import frames as wire
 from worker.runtime.amqp.channel import Channel
-from worker.runtime.amqp.types import AmqpError, ConnectionLost, closed_by_broker
+from worker.runtime.amqp.types import AmqpError, Blocked, ConnectionLost, closed_by_broker
 from worker.runtime.amqp.url import Endpoint, parse
 
 WRITE_BUFFER_HIGH = 1024 * 1024  # bytes written and not yet taken by the socket before writers wait
@@ -214,6 +217,9 @@ class Connection(asyncio.Protocol):
             return
         if isinstance(frame, spec.Connection.Blocked | spec.Connection.Unblocked):
             self.blocked = (frame.reason or "blocked") if isinstance(frame, spec.Connection.Blocked) else None
+            if self.blocked:
+                for channel in self.channels.values():
+                    channel.abandon_unconfirmed(Blocked(f"the broker blocks publishers: {self.blocked}"))
             if self.on_blocked is not None:
                 self.on_blocked(self.blocked)
             return

@@ -52,6 +52,10 @@ class Unroutable(AmqpError):
     """The broker returned a mandatory message: no queue is bound for its routing key."""
 
 
+class Blocked(AmqpError):
+    """The broker blocks this connection's publishes (a memory or disk alarm)."""
+
+
 class Nacked(AmqpError):
     """The broker could not take the message (a queue refused it)."""
 
