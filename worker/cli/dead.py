@@ -161,7 +161,9 @@ async def replay(broker: Broker, message_id: str | None, registry: Registry) -> 
                 continue
             key = (message.headers or {}).get(KEY_HEADER)
             await broker.publish(
-                broker.topology.incoming,
+                broker.topology.shard_exchange(envelope.type)
+                if envelope.type in broker.topology.types
+                else broker.topology.incoming,
                 envelope.routing_key,
                 dumps_envelope(envelope),
                 message_id=envelope.id,

@@ -61,7 +61,12 @@ class RuntimeBackend:
         self._once = once
         self.key_of = key_of
         self._caches: dict[str, TTLCache] = {type_: TTLCache() for type_ in integration_settings}
-        self._exchanges = Exchanges(incoming=broker.topology.incoming, results=broker.topology.results)
+        topology = broker.topology
+        self._exchanges = Exchanges(
+            incoming=topology.incoming,
+            results=topology.results,
+            shards={type_: topology.shard_exchange(type_) for type_ in topology.types},
+        )
         self.installer: Installer | None = None
 
     @property
@@ -149,7 +154,7 @@ class RuntimeBackend:
 
     async def publish_now(self, envelope: Envelope) -> None:
         await self._broker.publish(
-            self._exchanges.incoming,
+            self._exchanges.incoming_for(envelope.type),
             envelope.routing_key,
             dumps_envelope(envelope),
             message_id=envelope.id,

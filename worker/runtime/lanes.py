@@ -4,8 +4,8 @@ A shard queue is first in, first out: a webhook that arrives behind 50,000 of on
 for all of them, whatever the worker does. So the ingress sorts webhooks before they queue: each
 team (the tenant of the ordering key) has a token bucket of IW_TENANT_BURST webhooks refilled at
 IW_TENANT_RATE a second. A team within it publishes on the normal lane (<p>.incoming); a team over
-it, on the bulk lane (<p>.bulk), into the twin shards (<p>.<type>.bulk.<i>) that the worker of
-shard i consumes beside it. The worker takes every team in turn (worker/runtime/admission.py), so
+it, on the bulk lane: the twin shards (<p>.<type>.bulk.<i>) that the worker of shard i consumes
+beside it. The worker takes every team in turn (worker/runtime/admission.py), so
 a quiet team's webhooks run at once and the bursting team gets every slot left over. A team whose
 bucket fills up again (it sent less than its rate for IW_TENANT_BURST / IW_TENANT_RATE seconds)
 is back on the normal lane.
@@ -74,7 +74,7 @@ class Lanes:
         """The webhook as it is to be published: on its team's lane, with its epoch."""
         headers: dict[str, str] = {KEY_HEADER: key}
         if type_ not in self.topology.laned:
-            return Outgoing(self.topology.incoming, routing_key, body, message_id, headers=headers)
+            return Outgoing(self.topology.shard_exchange(type_), routing_key, body, message_id, headers=headers)
         tenant = tenant_of_key(key)
         team = self._team(type_, tenant)
         want_bulk = (not team.bulk and team.tokens < 1) or (team.bulk and team.tokens < self.burst - 1)
@@ -83,8 +83,9 @@ class Lanes:
             await self._switch(type_, tenant, team)
         if team.epoch:
             headers[LANE_HEADER] = f"{self.source}:{team.epoch}"
-        exchange = self.topology.bulk if team.bulk else self.topology.incoming
-        return Outgoing(exchange, routing_key, body, message_id, headers=headers)
+        return Outgoing(
+            self.topology.shard_exchange(type_, bulk=team.bulk), routing_key, body, message_id, headers=headers
+        )
 
     def _team(self, type_: str, tenant: str) -> _Team:
         now = time.monotonic()

@@ -210,9 +210,9 @@ class Runtime:
         return Context(self.backend, type_, integration=record)
 
     def outgoing(self, envelope: Envelope) -> Outgoing:
-        """`envelope` as a message for the incoming exchange, with its ordering key (`iw-key`)."""
+        """`envelope` as a message for its type's shards, with its ordering key (`iw-key`)."""
         return Outgoing(
-            self.topology.incoming,
+            self.backend.exchanges.incoming_for(envelope.type),
             envelope.routing_key,
             dumps_envelope(envelope),
             message_id=envelope.id,

@@ -290,7 +290,7 @@ class Context:
         staged.outbox.append(
             OutboxItem(
                 envelope.id,
-                self._backend.exchanges.incoming,
+                self._backend.exchanges.incoming_for(envelope.type),
                 envelope.routing_key,
                 dumps_envelope(envelope),
                 once_key=key,

